@@ -1,0 +1,94 @@
+"""Audio input: any file libsndfile reads -> mono float32 at the requested sample rate."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from asr.errors import AudioError
+
+log = logging.getLogger(__name__)
+
+
+def audio_info(path: str | Path) -> tuple[int, float]:
+    """Return (sample_rate, duration in seconds) of an audio file without decoding it."""
+    try:
+        info = sf.info(str(path))
+    except FileNotFoundError:
+        raise AudioError(f"{path}: audio file not found") from None
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise AudioError(f"{path}: cannot read audio ({_first_line(exc)})") from None
+    if info.samplerate <= 0:
+        raise AudioError(f"{path}: invalid sample rate {info.samplerate}")
+    return info.samplerate, info.frames / info.samplerate
+
+
+def load_audio(
+    path: str | Path,
+    sample_rate: int,
+    offset: float = 0.0,
+    duration: float | None = None,
+) -> torch.Tensor:
+    """Read a segment of an audio file as mono float32 at ``sample_rate``.
+
+    Args:
+        path: any file libsndfile reads (wav, flac, ogg, mp3, NIST sphere, ...).
+        sample_rate: the rate of the returned samples; the file is resampled if it differs.
+        offset: start of the segment in seconds.
+        duration: length of the segment in seconds; ``None`` reads to the end.
+
+    Returns:
+        waveform: (T,) float32 in [-1, 1].
+
+    Raises:
+        AudioError: naming the file, if it is missing, unreadable, empty or non-finite.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: audio file not found")
+    try:
+        with sf.SoundFile(str(path)) as f:
+            file_rate = f.samplerate
+            start = int(round(offset * file_rate))
+            if start > 0:
+                if start >= f.frames:
+                    raise AudioError(f"{path}: offset {offset}s is past the end ({f.frames / file_rate:.3f}s)")
+                f.seek(start)
+            frames = -1 if duration is None else int(round(duration * file_rate))
+            data = f.read(frames=frames, dtype="float32", always_2d=True)  # (T, C)
+    except AudioError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+        raise AudioError(f"{path}: cannot read audio ({_first_line(exc)})") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: audio is empty")
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if not np.isfinite(mono).all():
+        raise AudioError(f"{path}: audio contains NaN or infinite samples")
+    waveform = torch.from_numpy(np.ascontiguousarray(mono))
+    return resample(waveform, file_rate, sample_rate)
+
+
+def resample(waveform: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    """Band-limited resampling of (..., T) audio; a no-op when the rates agree."""
+    if orig_rate == new_rate:
+        return waveform
+    up, down = _reduced_ratio(int(orig_rate), int(new_rate))
+    return AF.resample(waveform, up, down)
+
+
+@lru_cache(maxsize=64)
+def _reduced_ratio(orig: int, new: int) -> tuple[int, int]:
+    g = np.gcd(orig, new)
+    return orig // g, new // g
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

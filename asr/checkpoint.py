@@ -1,0 +1,141 @@
+"""Checkpoints: atomic writes, ``weights_only`` loading, a format version.
+
+A checkpoint is a dict of tensors and plain data only:
+``{"format_version", "model": {"config", "input_dim", "vocab_size", "state_dict"},
+"features": {"config", "mean", "std"}, "tokenizer": {...}, "training"?: {...}}``.
+``training`` holds what resuming needs (optimizer, scheduler, scaler, sampler position, RNG
+states, step); the final ``model.pt`` omits it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import os
+import pickle
+import tempfile
+import typing
+import zipfile
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from asr.errors import CheckpointError
+from asr.features import FeatureConfig, FeatureExtractor
+from asr.model import AcousticModel, ModelConfig
+from asr.tokenizer import Tokenizer, tokenizer_from_dict
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+T = TypeVar("T")
+
+
+def config_to_dict(config: Any) -> dict:
+    """A (nested) config dataclass as plain data: enums become their values."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, enum.Enum):
+            return value.value
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(config)
+
+
+def config_from_dict(cls: type[T], data: dict) -> T:
+    """Inverse of :func:`config_to_dict` for a flat or nested config dataclass."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise CheckpointError(f"unknown {cls.__name__} field(s) in checkpoint: {sorted(unknown)}")
+    for name, value in data.items():
+        hint = hints[name]
+        if isinstance(hint, type) and issubclass(hint, enum.Enum):
+            value = hint(value)
+        elif dataclasses.is_dataclass(hint):
+            value = config_from_dict(hint, value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def inference_state(model: AcousticModel, extractor: FeatureExtractor, tokenizer: Tokenizer) -> dict:
+    """Everything needed to transcribe, independent of the training config."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": {
+            "config": config_to_dict(model.cfg),
+            "input_dim": model.input_dim,
+            "vocab_size": model.vocab_size,
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        },
+        "features": {
+            "config": config_to_dict(extractor.cfg),
+            "mean": extractor.mean.detach().cpu(),
+            "std": extractor.std.detach().cpu(),
+        },
+        "tokenizer": tokenizer.to_dict(),
+    }
+
+
+def save_checkpoint(state: dict, path: str | Path) -> Path:
+    """Write ``state`` atomically: temporary file in the same folder, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint safely (``weights_only=True``: it can never run code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        raise CheckpointError(f"{path}: refused to load, not a plain-data checkpoint ({reason})") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({str(exc).splitlines()[0]})") from None
+    if not isinstance(state, dict) or "format_version" not in state:
+        raise CheckpointError(f"{path}: not an asr checkpoint")
+    version = state["format_version"]
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {version} is newer than this asr supports ({FORMAT_VERSION}); upgrade asr"
+        )
+    return state
+
+
+def build_components(state: dict, path: str | Path = "checkpoint") -> tuple[AcousticModel, FeatureExtractor, Tokenizer]:
+    """Model (in eval mode), feature extractor and tokenizer from a loaded checkpoint."""
+    try:
+        model_state = state["model"]
+        model = AcousticModel(
+            config_from_dict(ModelConfig, model_state["config"]), model_state["input_dim"], model_state["vocab_size"]
+        )
+        model.load_state_dict(model_state["state_dict"])
+        feats = state["features"]
+        extractor = FeatureExtractor(config_from_dict(FeatureConfig, feats["config"]), feats["mean"], feats["std"])
+        tokenizer = tokenizer_from_dict(state["tokenizer"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: incompatible checkpoint ({str(exc).splitlines()[0]})") from None
+    model.eval()
+    return model, extractor, tokenizer

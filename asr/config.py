@@ -1,0 +1,210 @@
+"""Training configuration: dataclass schemas in hydra's ConfigStore, composition, validation.
+
+The YAML files in ``conf/`` fill these schemas group by group (features, augment, tokenizer,
+model, optim, data, trainer); OmegaConf rejects unknown keys and wrong types, and
+:func:`validate` rejects impossible values, always naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Optional, Sequence
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from asr.errors import ConfigError
+from asr.features import AugmentConfig, FeatureConfig
+from asr.model import ModelConfig
+from asr.tokenizer import TokenizerConfig
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+class OptimizerKind(str, Enum):
+    adamw = "adamw"
+    sgd = "sgd"  # with momentum
+
+
+class DecayKind(str, Enum):
+    cosine = "cosine"
+    exponential = "exponential"
+    none = "none"
+
+
+class Precision(str, Enum):
+    auto = "auto"  # bf16 autocast on CUDA when supported, fp32 on CPU
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"  # CUDA only, with a gradient scaler
+
+
+@dataclass
+class OptimConfig:
+    name: OptimizerKind = OptimizerKind.adamw
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    momentum: float = 0.9  # sgd only
+    warmup_steps: int = 200
+    decay: DecayKind = DecayKind.cosine
+    min_lr_ratio: float = 0.05  # the decayed learning rate never goes below lr * this
+    clip_grad_norm: float = 5.0
+
+
+@dataclass
+class DataConfig:
+    train_manifest: str = MISSING
+    dev_manifest: str = MISSING
+    max_frames_per_batch: int = 20000  # padded feature frames (10 ms each) per batch
+    num_buckets: int = 10
+    num_workers: int = 1
+    max_duration: float = 30.0  # longer training utterances are dropped with a warning
+    stats_utterances: int = 2000  # utterances used for the global normalization statistics
+
+
+@dataclass
+class TrainerConfig:
+    output_dir: Optional[str] = None  # default: exp/train-<timestamp>
+    epochs: int = 20
+    patience: int = 5  # epochs without dev WER improvement before stopping; 0 disables
+    seed: int = 1234
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Precision = Precision.auto
+    num_threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default
+    log_every: int = 20  # steps between TensorBoard scalars
+    resume: bool = False  # continue from <output_dir>/last.pt if it exists
+
+
+@dataclass
+class TrainConfig:
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def load_train_config(
+    overrides: Sequence[str] = (),
+    config_name: str = "config",
+    config_dir: str | Path | None = None,
+) -> TrainConfig:
+    """Compose ``conf/<config_name>.yaml`` with hydra ``overrides`` into a validated config."""
+    register_configs()
+    directory = Path(config_dir) if config_dir else CONF_DIR
+    if not (directory / f"{config_name}.yaml").is_file():
+        raise ConfigError(f"config '{config_name}' not found in {directory}")
+    try:
+        with initialize_config_dir(config_dir=str(directory.resolve()), version_base="1.3"):
+            composed = compose(config_name=config_name, overrides=list(overrides))
+        _check_keys(composed, TrainConfig)
+        cfg = OmegaConf.to_object(composed)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(_one_line(exc)) from None
+    if not isinstance(cfg, TrainConfig):
+        raise ConfigError(f"config '{config_name}' does not use the train_schema defaults")
+    validate(cfg)
+    return cfg
+
+
+def to_yaml(cfg: TrainConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Reject impossible values with the field's full name."""
+    checks = [
+        ("features.sample_rate", cfg.features.sample_rate > 0, "must be > 0"),
+        ("features.n_mels", cfg.features.n_mels > 0, "must be > 0"),
+        ("features.hop_ms", cfg.features.hop_ms > 0, "must be > 0"),
+        ("features.win_ms", cfg.features.win_ms >= cfg.features.hop_ms, "must be >= features.hop_ms"),
+        ("augment.speed_factors", all(0.5 <= f <= 2.0 for f in cfg.augment.speed_factors), "each in [0.5, 2]"),
+        ("augment.time_mask_max_ratio", 0 <= cfg.augment.time_mask_max_ratio < 1, "must be in [0, 1)"),
+        ("augment.freq_mask_width", 0 <= cfg.augment.freq_mask_width <= cfg.features.n_mels, "must be in [0, n_mels]"),
+        ("tokenizer.vocab_size", cfg.tokenizer.vocab_size > 1, "must be > 1"),
+        ("model.num_layers", cfg.model.num_layers > 0, "must be > 0"),
+        ("model.hidden_size", cfg.model.hidden_size > 0, "must be > 0"),
+        ("model.projection_size", cfg.model.projection_size >= 0, "must be >= 0"),
+        ("model.dropout", 0 <= cfg.model.dropout < 1, "must be in [0, 1)"),
+        ("model.subsampling_factor", cfg.model.subsampling_factor >= 1, "must be >= 1"),
+        ("model.conv_channels", cfg.model.conv_channels > 0, "must be > 0"),
+        ("optim.lr", cfg.optim.lr > 0 and math.isfinite(cfg.optim.lr), "must be a positive number"),
+        ("optim.weight_decay", cfg.optim.weight_decay >= 0, "must be >= 0"),
+        ("optim.momentum", 0 <= cfg.optim.momentum < 1, "must be in [0, 1)"),
+        ("optim.warmup_steps", cfg.optim.warmup_steps >= 0, "must be >= 0"),
+        ("optim.min_lr_ratio", 0 <= cfg.optim.min_lr_ratio <= 1, "must be in [0, 1]"),
+        ("optim.clip_grad_norm", cfg.optim.clip_grad_norm > 0, "must be > 0"),
+        ("data.max_frames_per_batch", cfg.data.max_frames_per_batch > 0, "must be > 0"),
+        ("data.num_buckets", cfg.data.num_buckets > 0, "must be > 0"),
+        ("data.num_workers", cfg.data.num_workers >= 0, "must be >= 0"),
+        ("data.max_duration", cfg.data.max_duration > 0, "must be > 0"),
+        ("data.stats_utterances", cfg.data.stats_utterances > 0, "must be > 0"),
+        ("trainer.epochs", cfg.trainer.epochs > 0, "must be > 0"),
+        ("trainer.patience", cfg.trainer.patience >= 0, "must be >= 0"),
+        ("trainer.num_threads", cfg.trainer.num_threads >= 0, "must be >= 0"),
+        ("trainer.log_every", cfg.trainer.log_every > 0, "must be > 0"),
+    ]
+    for name, ok, rule in checks:
+        if not ok:
+            raise ConfigError(f"{name}={_value(cfg, name)!r}: {rule}")
+    max_frames_needed = cfg.features.num_frames(int(cfg.data.max_duration * cfg.features.sample_rate))
+    if cfg.data.max_frames_per_batch < max_frames_needed:
+        raise ConfigError(
+            f"data.max_frames_per_batch={cfg.data.max_frames_per_batch!r}: smaller than one utterance of "
+            f"data.max_duration={cfg.data.max_duration}s ({max_frames_needed} frames)"
+        )
+
+
+def _value(cfg: TrainConfig, dotted: str):
+    value = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _one_line(exc: BaseException) -> str:
+    """The most specific message in the exception chain, as ``<field>: <problem>``."""
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    for item in chain:
+        text = str(item)
+        if "full_key:" in text:
+            key = text.split("full_key:", 1)[1].split()[0]
+            return f"{key}: {text.strip().splitlines()[0]}"
+    text = str(chain[0]).strip().split("Config search path")[0]
+    head, _, options = text.partition("Available options in")
+    lines = [line.strip() for line in head.splitlines() if line.strip()]
+    message = " ".join(lines) or type(chain[0]).__name__
+    if options:
+        group, *choices = [line.strip() for line in options.splitlines() if line.strip()]
+        message += f" (available in {group.rstrip(':')}: {', '.join(choices)})"
+    return message
+
+
+def _check_keys(node, schema: type, prefix: str = "") -> None:
+    """Reject keys the schema does not have (``+key=value`` overrides slip past OmegaConf)."""
+    fields = {f.name: f.type for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema)
+    for key in node:
+        name = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"{name}: unknown key (not in {schema.__name__})")
+        if dataclasses.is_dataclass(hints[key]):
+            _check_keys(node[key], hints[key], f"{name}.")

@@ -1,0 +1,277 @@
+"""Manifests, the training/evaluation dataset, the duration-bucketed sampler and collation.
+
+Manifest line (NeMo-compatible JSON lines):
+``{"audio_filepath": str, "duration": float, "text": str, "offset"?: float}``;
+relative paths resolve against the manifest's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, NamedTuple, Sequence
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from asr.audio import load_audio
+from asr.errors import ManifestError
+from asr.features import AugmentConfig, FeatureExtractor, spec_augment, speed_perturb
+from asr.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class Utterance:
+    audio_filepath: Path
+    duration: float
+    text: str
+    offset: float = 0.0
+
+    def to_json(self, relative_to: Path | None = None) -> dict:
+        path = self.audio_filepath
+        if relative_to is not None:
+            try:
+                path = path.relative_to(relative_to)
+            except ValueError:
+                pass
+        record = {"audio_filepath": str(path), "duration": round(self.duration, 4), "text": self.text}
+        if self.offset:
+            record["offset"] = round(self.offset, 4)
+        return record
+
+
+def read_manifest(path: str | Path, check_files: bool = True) -> list[Utterance]:
+    """Parse a JSON-lines manifest; every problem is reported as ``file:line: what``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    base = path.resolve().parent
+    utterances = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            utterances.append(_parse_line(line, f"{path}:{number}", base, check_files))
+    if not utterances:
+        raise ManifestError(f"{path}: manifest has no utterances")
+    return utterances
+
+
+def _parse_line(line: str, where: str, base: Path, check_files: bool) -> Utterance:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(record, dict):
+        raise ManifestError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for key in ("audio_filepath", "duration", "text"):
+        if key not in record:
+            raise ManifestError(f"{where}: missing key '{key}'")
+    audio, duration, text = record["audio_filepath"], record["duration"], record["text"]
+    offset = record.get("offset", 0.0)
+    if not isinstance(audio, str) or not audio:
+        raise ManifestError(f"{where}: 'audio_filepath' must be a non-empty string")
+    if not isinstance(text, str):
+        raise ManifestError(f"{where}: 'text' must be a string")
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration) or duration <= 0:
+        raise ManifestError(f"{where}: 'duration' must be a positive number, got {duration!r}")
+    if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not math.isfinite(offset) or offset < 0:
+        raise ManifestError(f"{where}: 'offset' must be a non-negative number, got {offset!r}")
+    audio_path = Path(audio)
+    if not audio_path.is_absolute():
+        audio_path = base / audio_path
+    if check_files and not audio_path.is_file():
+        raise ManifestError(f"{where}: audio file not found: {audio_path}")
+    return Utterance(audio_path, float(duration), text, float(offset))
+
+
+def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> Path:
+    """Write a manifest atomically (temporary file, fsync, rename); paths relative to its folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = path.resolve().parent
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for utt in utterances:
+                f.write(json.dumps(utt.to_json(base), ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class ItemKey(NamedTuple):
+    """What the sampler yields per utterance: augmentation randomness derives from (seed, epoch,
+    index) alone, so results do not depend on worker count or on where a run was resumed."""
+
+    index: int
+    epoch: int
+
+
+@dataclass
+class Example:
+    features: torch.Tensor  # (T, F)
+    targets: torch.Tensor  # (L,) int64
+    index: int
+
+
+@dataclass
+class Batch:
+    features: torch.Tensor  # (B, T, F) zero-padded
+    lengths: torch.Tensor  # (B,) valid frames
+    targets: torch.Tensor  # (sum L,) concatenated token ids
+    target_lengths: torch.Tensor  # (B,)
+    indices: list[int]
+
+    def pin_memory(self) -> Batch:
+        self.features = self.features.pin_memory()
+        return self
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.lengths.sum())
+
+
+class SpeechDataset(Dataset):
+    """Utterances -> (normalized features, token ids); augments only when ``augment`` is given."""
+
+    def __init__(
+        self,
+        utterances: Sequence[Utterance],
+        extractor: FeatureExtractor,
+        tokenizer: Tokenizer | None = None,
+        augment: AugmentConfig | None = None,
+        seed: int = 0,
+    ):
+        self.utterances = list(utterances)
+        self.extractor = extractor
+        self.augment = augment
+        self.seed = seed
+        self.targets = [
+            torch.tensor(tokenizer.encode(u.text) if tokenizer else [], dtype=torch.long) for u in self.utterances
+        ]
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, key: ItemKey | int) -> Example:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        waveform = self.waveform(index)
+        if self.augment is None:
+            return Example(self.extractor(waveform), self.targets[index], index)
+        generator = torch.Generator().manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
+        factors = self.augment.speed_factors
+        if factors:
+            factor = factors[int(torch.randint(len(factors), (1,), generator=generator))]
+            waveform = speed_perturb(waveform, factor, self.extractor.cfg.sample_rate)
+        features = spec_augment(self.extractor(waveform), self.augment, generator)
+        return Example(features, self.targets[index], index)
+
+    def waveform(self, index: int) -> torch.Tensor:
+        """(T,) samples of utterance ``index`` at the extractor's rate."""
+        utt = self.utterances[index]
+        duration = utt.duration if utt.offset else None  # whole files are read to their end
+        return load_audio(utt.audio_filepath, self.extractor.cfg.sample_rate, utt.offset, duration)
+
+    def num_frames(self) -> list[int]:
+        """Nominal feature frames per utterance, from the manifest durations."""
+        cfg = self.extractor.cfg
+        return [cfg.num_frames(int(u.duration * cfg.sample_rate)) for u in self.utterances]
+
+
+def collate(examples: list[Example]) -> Batch:
+    lengths = torch.tensor([e.features.shape[0] for e in examples])
+    dim = examples[0].features.shape[1]
+    features = torch.zeros(len(examples), int(lengths.max()), dim)
+    for row, example in enumerate(examples):
+        features[row, : example.features.shape[0]] = example.features
+    return Batch(
+        features=features,
+        lengths=lengths,
+        targets=torch.cat([e.targets for e in examples]),
+        target_lengths=torch.tensor([len(e.targets) for e in examples]),
+        indices=[e.index for e in examples],
+    )
+
+
+class BucketBatchSampler(Sampler[list[ItemKey]]):
+    """Batches of similar-length utterances whose padded size stays under ``max_frames``.
+
+    Utterances are sorted by length into ``num_buckets`` equal-count buckets; each epoch the
+    members of every bucket are shuffled, cut greedily into batches with
+    ``longest * count <= max_frames``, and the batches of all buckets shuffled together.
+    Every utterance appears exactly once per epoch. The order depends only on (seed, epoch).
+    """
+
+    def __init__(
+        self,
+        num_frames: Sequence[int],
+        max_frames: int,
+        num_buckets: int = 10,
+        shuffle: bool = True,
+        seed: int = 0,
+    ):
+        self.num_frames = list(num_frames)
+        self.max_frames = max_frames
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+        self.start_batch = 0
+        too_long = [i for i, n in enumerate(self.num_frames) if n > max_frames]
+        if too_long:
+            i = too_long[0]
+            raise ValueError(
+                f"{len(too_long)} utterance(s) exceed the batch frame cap of {max_frames} "
+                f"(utterance {i} has {self.num_frames[i]} frames)"
+            )
+        order = sorted(range(len(self.num_frames)), key=self.num_frames.__getitem__)
+        size = math.ceil(len(order) / max(1, num_buckets))
+        self.buckets = [order[i : i + size] for i in range(0, len(order), size)]
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch's order; ``start_batch`` skips batches already done (resuming)."""
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        if self._cache is not None and self._cache[0] == epoch:
+            return self._cache[1]
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        batches: list[list[int]] = []
+        for bucket in self.buckets:
+            members = [bucket[i] for i in torch.randperm(len(bucket), generator=generator)] if self.shuffle else bucket
+            batches.extend(self._cut(members))
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+        self._cache = (epoch, batches)
+        return batches
+
+    def _cut(self, members: list[int]) -> Iterator[list[int]]:
+        batch: list[int] = []
+        longest = 0
+        for idx in members:
+            n = self.num_frames[idx]
+            if batch and max(longest, n) * (len(batch) + 1) > self.max_frames:
+                yield batch
+                batch, longest = [], 0
+            batch.append(idx)
+            longest = max(longest, n)
+        if batch:
+            yield batch
+
+    def __iter__(self) -> Iterator[list[ItemKey]]:
+        for batch in self.batches(self.epoch)[self.start_batch :]:
+            yield [ItemKey(i, self.epoch) for i in batch]
+
+    def __len__(self) -> int:
+        return len(self.batches(self.epoch)) - self.start_batch

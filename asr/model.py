@@ -1,0 +1,168 @@
+"""The recurrent acoustic model: subsampling -> N recurrent layers -> token log-probabilities.
+
+Padding costs no recurrent compute: after subsampling the batch is packed once
+(``pack_padded_sequence``) and stays packed through every layer; projections, normalization
+and dropout between layers act on the packed frames only, so padded and unpadded inputs give
+the same outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from asr.tokenizer import BLANK_ID
+
+
+class CellType(str, Enum):
+    lstm = "lstm"
+    gru = "gru"
+    rnn = "rnn"  # vanilla tanh RNN
+
+
+class NormKind(str, Enum):
+    none = "none"
+    batch = "batch"  # sequence-wise batch norm over all valid frames (DeepSpeech2)
+    layer = "layer"
+
+
+class Subsampling(str, Enum):
+    stack = "stack"  # concatenate `factor` consecutive frames
+    conv = "conv"  # one strided 2-D convolution over (time, frequency)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture; stored in every checkpoint so loading needs nothing else."""
+
+    cell: CellType = CellType.lstm
+    num_layers: int = 3
+    hidden_size: int = 256
+    bidirectional: bool = True
+    projection_size: int = 0  # 0: no projection between layers
+    dropout: float = 0.1  # between recurrent layers
+    norm: NormKind = NormKind.none
+    subsampling: Subsampling = Subsampling.stack
+    subsampling_factor: int = 3
+    conv_channels: int = 32
+
+
+_RNN = {CellType.lstm: nn.LSTM, CellType.gru: nn.GRU, CellType.rnn: nn.RNN}
+
+
+def conv_output_length(lengths: torch.Tensor, kernel: int, stride: int, padding: int) -> torch.Tensor:
+    """Output lengths of a convolution along one axis (the standard conv arithmetic)."""
+    return torch.div(lengths + 2 * padding - kernel, stride, rounding_mode="floor") + 1
+
+
+class Subsampler(nn.Module):
+    """(B, T, F) -> (B, ceil(T / factor), out_dim), with exactly computable output lengths."""
+
+    def __init__(self, kind: Subsampling, factor: int, input_dim: int, channels: int):
+        super().__init__()
+        self.kind, self.factor = Subsampling(kind), factor
+        if self.kind is Subsampling.stack:
+            self.out_dim = input_dim * factor
+        else:
+            # time kernel 2f-1 with padding f-1 and stride f gives ceil(T / f) frames; zero padding
+            # equals the batch's zero padding, so batched and single results agree.
+            self.time_kernel, self.time_pad = 2 * factor - 1, factor - 1
+            self.conv = nn.Conv2d(1, channels, (self.time_kernel, 3), (factor, 2), (self.time_pad, 1))
+            self.out_dim = channels * ((input_dim - 1) // 2 + 1)
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        if self.kind is Subsampling.stack:
+            return torch.div(lengths + self.factor - 1, self.factor, rounding_mode="floor")
+        return conv_output_length(lengths, self.time_kernel, self.factor, self.time_pad)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, frames, dim = x.shape
+        if self.kind is Subsampling.stack:
+            pad = (-frames) % self.factor
+            x = F.pad(x, (0, 0, 0, pad))
+            return x.reshape(batch, (frames + pad) // self.factor, dim * self.factor)
+        y = F.gelu(self.conv(x.unsqueeze(1)))  # (B, C, T', F')
+        return y.permute(0, 2, 1, 3).flatten(2)  # (B, T', C * F')
+
+
+class AcousticModel(nn.Module):
+    """Features (B, T, F) -> log-probabilities (B, T', V) over blank (id 0) and the tokens."""
+
+    def __init__(self, cfg: ModelConfig, input_dim: int, vocab_size: int):
+        super().__init__()
+        self.cfg, self.input_dim, self.vocab_size = cfg, input_dim, vocab_size
+        self.subsample = Subsampler(cfg.subsampling, cfg.subsampling_factor, input_dim, cfg.conv_channels)
+        rnn_cls = _RNN[CellType(cfg.cell)]
+        directions = 2 if cfg.bidirectional else 1
+        self.rnns = nn.ModuleList()
+        self.between = nn.ModuleList()  # projection + norm after each layer but the last
+        dim = self.subsample.out_dim
+        for layer in range(cfg.num_layers):
+            self.rnns.append(rnn_cls(dim, cfg.hidden_size, batch_first=True, bidirectional=cfg.bidirectional))
+            dim = cfg.hidden_size * directions
+            if layer < cfg.num_layers - 1:
+                block, dim = self._between_block(dim)
+                self.between.append(block)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(dim, vocab_size)
+
+    def _between_block(self, dim: int) -> tuple[nn.Module, int]:
+        layers: list[nn.Module] = []
+        if self.cfg.projection_size:
+            layers.append(nn.Linear(dim, self.cfg.projection_size))
+            dim = self.cfg.projection_size
+        norm = NormKind(self.cfg.norm)
+        if norm is NormKind.batch:
+            layers.append(nn.BatchNorm1d(dim))
+        elif norm is NormKind.layer:
+            layers.append(nn.LayerNorm(dim))
+        return nn.Sequential(*layers), dim
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Frames after subsampling for ``lengths`` input frames (exact)."""
+        return self.subsample.output_lengths(lengths)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """features (B, T, F), lengths (B,) -> log_probs (B, T', V), out_lengths (B,)."""
+        x = self.subsample(features)
+        out_lengths = self.output_lengths(lengths.cpu())
+        packed = pack_padded_sequence(x, out_lengths, batch_first=True, enforce_sorted=False)
+        for layer, rnn in enumerate(self.rnns):
+            packed, _ = rnn(packed)
+            if layer < len(self.between):
+                packed = _map_packed(packed, lambda d, i=layer: self.dropout(self.between[i](d)))
+        packed = _map_packed(packed, lambda d: self.classifier(self.dropout(d)).float().log_softmax(-1))
+        log_probs, _ = pad_packed_sequence(packed, batch_first=True, total_length=x.shape[1])
+        return log_probs, out_lengths.to(log_probs.device)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def _map_packed(packed: PackedSequence, fn) -> PackedSequence:
+    """Apply ``fn`` to the (frames, D) data of a packed sequence, keeping its layout."""
+    return packed._replace(data=fn(packed.data))
+
+
+def ctc_loss(
+    log_probs: torch.Tensor,
+    out_lengths: torch.Tensor,
+    targets: torch.Tensor,
+    target_lengths: torch.Tensor,
+) -> torch.Tensor:
+    """CTC loss averaged over the batch after dividing each utterance's loss by its target
+    length; impossible alignments contribute zero (``zero_infinity``)."""
+    return F.ctc_loss(
+        log_probs.float().transpose(0, 1),  # (T', B, V)
+        targets,
+        out_lengths,
+        target_lengths,
+        blank=BLANK_ID,
+        reduction="mean",
+        zero_infinity=True,
+    )

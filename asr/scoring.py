@@ -1,0 +1,76 @@
+"""Word and character error rates by edit distance, and the per-utterance error report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from torchaudio.functional import edit_distance
+
+
+@dataclass(frozen=True)
+class UtteranceScore:
+    key: str
+    reference: str
+    hypothesis: str
+    word_errors: int
+    words: int
+    char_errors: int
+    chars: int
+
+
+@dataclass
+class ErrorRates:
+    """Accumulates edit distances; ``wer``/``cer`` are percentages."""
+
+    utterances: list[UtteranceScore] = field(default_factory=list)
+
+    def add(self, key: str, reference: str, hypothesis: str) -> UtteranceScore:
+        ref_words, hyp_words = reference.split(), hypothesis.split()
+        ref_chars, hyp_chars = " ".join(ref_words), " ".join(hyp_words)
+        score = UtteranceScore(
+            key,
+            reference,
+            hypothesis,
+            edit_distance(ref_words, hyp_words),
+            len(ref_words),
+            edit_distance(ref_chars, hyp_chars),
+            len(ref_chars),
+        )
+        self.utterances.append(score)
+        return score
+
+    @property
+    def wer(self) -> float:
+        return _percent(sum(u.word_errors for u in self.utterances), sum(u.words for u in self.utterances))
+
+    @property
+    def cer(self) -> float:
+        return _percent(sum(u.char_errors for u in self.utterances), sum(u.chars for u in self.utterances))
+
+    def summary(self) -> str:
+        """The contract's final line: ``WER <percent> CER <percent>``."""
+        return f"WER {self.wer:.2f} CER {self.cer:.2f}"
+
+    def write_report(self, path: str | Path) -> Path:
+        """One JSON line per utterance (reference, hypothesis, errors), worst first."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ordered = sorted(self.utterances, key=lambda u: (-u.word_errors, u.key))
+        with open(path, "w", encoding="utf-8") as f:
+            for u in ordered:
+                f.write(json.dumps(u.__dict__, ensure_ascii=False) + "\n")
+        return path
+
+
+def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorRates:
+    rates = ErrorRates()
+    for i, (ref, hyp) in enumerate(zip(references, hypotheses, strict=True)):
+        rates.add(str(i), ref, hyp)
+    return rates
+
+
+def _percent(errors: int, total: int) -> float:
+    return 100.0 * errors / total if total else 0.0

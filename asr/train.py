@@ -1,0 +1,303 @@
+"""The training loop: CTC training of the acoustic model with validation and checkpoints.
+
+``train(cfg)`` is a plain function (the CLI and the tests call it the same way). It leaves
+``<output_dir>/model.pt`` (the best model by dev WER, self-contained for transcription),
+``last.pt`` (everything to resume exactly), ``config.yaml``, ``train.log`` and TensorBoard
+scalars under ``tensorboard/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from asr.checkpoint import inference_state, load_checkpoint, save_checkpoint
+from asr.config import DecayKind, OptimizerKind, Precision, TrainConfig, to_yaml
+from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest
+from asr.errors import ConfigError
+from asr.features import FeatureExtractor, feature_stats
+from asr.model import AcousticModel, ctc_loss
+from asr.tokenizer import Tokenizer, tokenizer_from_dict, train_tokenizer
+from asr.transcribe import recognize_dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochResult:
+    loss: float
+    frames_per_second: float
+    dev_wer: float
+    dev_cer: float
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={name!r}: CUDA is not available on this machine")
+    return device
+
+
+def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:
+    """The autocast dtype (float32 means no autocast)."""
+    precision = Precision(precision)
+    if precision is Precision.auto:
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    if precision is Precision.fp16 and device.type != "cuda":
+        raise ConfigError("trainer.precision='fp16': needs a CUDA device (use fp32 or bf16)")
+    return {Precision.fp32: torch.float32, Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}[precision]
+
+
+def lr_factor(step: int, total_steps: int, warmup: int, decay: DecayKind, min_ratio: float) -> float:
+    """Linear warmup to 1, then cosine or exponential decay down to ``min_ratio`` at the end."""
+    if step < warmup:
+        return (step + 1) / warmup
+    decay = DecayKind(decay)
+    if decay is DecayKind.none:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    if decay is DecayKind.cosine:
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return min_ratio**progress
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train a model as ``cfg`` says; returns the path of the final ``model.pt``."""
+    out_dir = Path(cfg.trainer.output_dir or f"exp/train-{datetime.now():%Y%m%d-%H%M%S}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    file_log = _attach_file_log(out_dir / "train.log")
+    try:
+        log.info("output directory: %s", out_dir.resolve())
+        (out_dir / "config.yaml").write_text(to_yaml(cfg))
+        return Trainer(cfg, out_dir).run()
+    finally:
+        logging.getLogger().removeHandler(file_log)
+        file_log.close()
+
+
+class Trainer:
+    """Holds the state of one training run; ``run()`` drives it epoch by epoch."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: Path):
+        self.cfg, self.out_dir = cfg, out_dir
+        self.device = resolve_device(cfg.trainer.device)
+        self.amp_dtype = resolve_precision(cfg.trainer.precision, self.device)
+        if cfg.trainer.num_threads:
+            torch.set_num_threads(cfg.trainer.num_threads)
+        random.seed(cfg.trainer.seed)
+        torch.manual_seed(cfg.trainer.seed)
+        resume_path = out_dir / "last.pt"
+        resume = load_checkpoint(resume_path) if cfg.trainer.resume and resume_path.exists() else None
+
+        train_utts = self._read(cfg.data.train_manifest, "train", drop_long=True)
+        dev_utts = self._read(cfg.data.dev_manifest, "dev", drop_long=False)
+        self.tokenizer = self._tokenizer(resume, train_utts)
+        self.extractor = self._extractor(resume, train_utts)
+        self.model = AcousticModel(cfg.model, self.extractor.dim, self.tokenizer.vocab_size).to(self.device)
+        log.info("model: %s parameters, vocabulary %d (blank included)", f"{self.model.num_parameters():,}", self.tokenizer.vocab_size)
+        train_utts = self._drop_infeasible(train_utts)
+
+        self.train_set = SpeechDataset(train_utts, self.extractor, self.tokenizer, cfg.augment, cfg.trainer.seed)
+        self.dev_set = SpeechDataset(dev_utts, self.extractor, self.tokenizer)
+        self.sampler = BucketBatchSampler(
+            self.train_set.num_frames(), cfg.data.max_frames_per_batch, cfg.data.num_buckets, True, cfg.trainer.seed
+        )
+        self.total_steps = cfg.trainer.epochs * len(self.sampler)
+        self.optimizer = self._optimizer()
+        o = cfg.optim
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, self.total_steps, o.warmup_steps, o.decay, o.min_lr_ratio)
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.step, self.epoch, self.best, self.bad_epochs, self.skipped_steps = 0, 0, (math.inf, math.inf), 0, 0
+        if resume is not None:
+            self._restore(resume["training"])
+            log.info("resumed from %s at epoch %d, step %d", resume_path, self.epoch, self.step)
+        self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    def _read(self, manifest: str, name: str, drop_long: bool) -> list[Utterance]:
+        utts = read_manifest(manifest)
+        if drop_long:
+            kept = [u for u in utts if u.duration <= self.cfg.data.max_duration]
+            if len(kept) < len(utts):
+                log.warning("dropped %d %s utterances longer than data.max_duration=%ss", len(utts) - len(kept), name, self.cfg.data.max_duration)
+            utts = kept
+        log.info("%s: %d utterances, %.2f hours", name, len(utts), sum(u.duration for u in utts) / 3600)
+        return utts
+
+    def _tokenizer(self, resume: dict | None, utts: list[Utterance]) -> Tokenizer:
+        if resume is not None:
+            return tokenizer_from_dict(resume["tokenizer"])
+        return train_tokenizer(self.cfg.tokenizer, (u.text for u in utts))
+
+    def _extractor(self, resume: dict | None, utts: list[Utterance]) -> FeatureExtractor:
+        extractor = FeatureExtractor(self.cfg.features)
+        if resume is not None:
+            extractor.set_stats(resume["features"]["mean"], resume["features"]["std"])
+            return extractor
+        order = torch.randperm(len(utts), generator=torch.Generator().manual_seed(self.cfg.trainer.seed))
+        subset = [utts[i] for i in order[: self.cfg.data.stats_utterances]]
+        plain = SpeechDataset(subset, extractor)
+        feats = (extractor.log_mel(plain.waveform(i)) for i in tqdm(range(len(plain)), desc="feature stats", leave=False, disable=None))
+        extractor.set_stats(*feature_stats(feats))
+        return extractor
+
+    def _drop_infeasible(self, utts: list[Utterance]) -> list[Utterance]:
+        """Drop utterances too short for CTC to emit their transcript (at the slowest speed)."""
+        cfg = self.cfg.features
+        slowest = max(self.cfg.augment.speed_factors or [1.0])
+        kept = []
+        for utt in utts:
+            frames = torch.tensor([cfg.num_frames(int(utt.duration / slowest * cfg.sample_rate))])
+            ids = self.tokenizer.encode(utt.text)
+            needed = len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))
+            if int(self.model.output_lengths(frames)) >= needed:
+                kept.append(utt)
+        if len(kept) < len(utts):
+            log.warning("dropped %d training utterances too short for their transcripts", len(utts) - len(kept))
+        return kept
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        params = self.model.parameters()
+        if OptimizerKind(o.name) is OptimizerKind.sgd:
+            return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=True)
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+
+    def _loader(self, dataset: SpeechDataset, sampler) -> DataLoader:
+        workers = self.cfg.data.num_workers
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if workers else None,
+            # a private generator keeps worker seeding from consuming the global RNG (exact resume)
+            generator=torch.Generator().manual_seed(self.cfg.trainer.seed),
+        )
+
+    def _autocast(self):
+        if self.amp_dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def run(self) -> Path:
+        model_path = self.out_dir / "model.pt"
+        while self.epoch < self.cfg.trainer.epochs:
+            result = self._train_epoch()
+            self.epoch += 1
+            log.info(
+                "epoch %d: loss %.4f, %.0f frames/s, dev WER %.2f CER %.2f",
+                self.epoch, result.loss, result.frames_per_second, result.dev_wer, result.dev_cer,
+            )
+            self.writer.add_scalar("dev/wer", result.dev_wer, self.step)
+            self.writer.add_scalar("dev/cer", result.dev_cer, self.step)
+            if (result.dev_wer, result.dev_cer) < self.best:
+                self.best, self.bad_epochs = (result.dev_wer, result.dev_cer), 0
+                save_checkpoint(inference_state(self.model, self.extractor, self.tokenizer), model_path)
+                log.info("new best model (dev WER %.2f): %s", result.dev_wer, model_path)
+            else:
+                self.bad_epochs += 1
+            save_checkpoint(self._training_state(), self.out_dir / "last.pt")
+            if self.cfg.trainer.patience and self.bad_epochs >= self.cfg.trainer.patience:
+                log.info("early stopping: no dev WER improvement for %d epochs", self.bad_epochs)
+                break
+        self.writer.close()
+        if not model_path.exists():  # resumed after the last epoch without a best model saved
+            save_checkpoint(inference_state(self.model, self.extractor, self.tokenizer), model_path)
+        log.info("final model: %s (best dev WER %.2f CER %.2f)", model_path, *self.best)
+        return model_path
+
+    def _train_epoch(self) -> EpochResult:
+        self.model.train()
+        self.sampler.set_epoch(self.epoch)
+        loader = self._loader(self.train_set, self.sampler)
+        total_loss = total_frames = batches = 0
+        start = time.perf_counter()
+        bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.cfg.trainer.epochs}", leave=False, mininterval=2, disable=None)
+        for batch in bar:
+            loss = self._train_step(batch)
+            if loss is not None:
+                total_loss, batches = total_loss + loss, batches + 1
+            total_frames += batch.num_frames
+            fps = total_frames / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{total_loss / max(1, batches):.3f}", frames_s=f"{fps:.0f}")
+        elapsed = time.perf_counter() - start
+        dev = recognize_dataset(self.model, self.dev_set, self.tokenizer, self.cfg.data.max_frames_per_batch, self.device, self.amp_dtype)
+        return EpochResult(total_loss / max(1, batches), total_frames / max(elapsed, 1e-9), dev.wer, dev.cer)
+
+    def _train_step(self, batch) -> float | None:
+        features = batch.features.to(self.device, non_blocking=True)
+        with self._autocast():
+            log_probs, out_lengths = self.model(features, batch.lengths)
+        loss = ctc_loss(log_probs, out_lengths, batch.targets.to(self.device), batch.target_lengths.to(self.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad_norm)
+        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
+        if finite or self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)  # the scaler itself skips non-finite fp16 steps
+            self.scaler.update()
+        else:
+            self.skipped_steps += 1
+            log.warning("step %d: non-finite loss or gradient, step skipped (%d so far)", self.step, self.skipped_steps)
+        self.scheduler.step()
+        self.step += 1
+        if self.step % self.cfg.trainer.log_every == 0:
+            self.writer.add_scalar("train/loss", float(loss), self.step)
+            self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
+            self.writer.add_scalar("train/grad_norm", float(grad_norm), self.step)
+        return float(loss.detach()) if finite else None
+
+    def _training_state(self) -> dict:
+        state = inference_state(self.model, self.extractor, self.tokenizer)
+        state["training"] = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "best": list(self.best),
+            "bad_epochs": self.bad_epochs,
+            "skipped_steps": self.skipped_steps,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        return state
+
+    def _restore(self, training: dict) -> None:
+        self.optimizer.load_state_dict(training["optimizer"])
+        self.scheduler.load_state_dict(training["scheduler"])
+        self.scaler.load_state_dict(training["scaler"])
+        self.step, self.epoch = training["step"], training["epoch"]
+        self.best, self.bad_epochs = tuple(training["best"]), training["bad_epochs"]
+        self.skipped_steps = training["skipped_steps"]
+        torch.set_rng_state(training["torch_rng"])
+        if training["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(training["cuda_rng"])
+
+
+def _attach_file_log(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    return handler

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Free Spoken Digit Dataset: isolated digits and connected digit strings (3-7 digits).
+#   bash recipes/fsdd/run.sh [--stage N] [--stop-stage N] [--force] [hydra overrides...]
+# Stages: 0 manifests + connected strings (data/), 1 train (exp/model.pt),
+# 2 score isolated and connected test sets (exp/<set>.wer, exp/<set>.errors.jsonl).
+# Environment: FSDD_DIR (local copy holding recordings/, default ../../../shared/data/fsdd),
+# FSDD_SPLIT=speaker for the speaker-held-out split (train on four speakers, test on theo).
+set -euo pipefail
+cd "$(dirname "$0")"
+source ../stages.sh
+FSDD_DIR="${FSDD_DIR:-../../../shared/data/fsdd}"
+corpus=fsdd
+[ "${FSDD_SPLIT:-take}" = speaker ] && corpus=fsdd-speaker
+
+prepare() {
+  asr prepare "$corpus" data --data-dir "$FSDD_DIR"
+}
+
+train() {
+  asr train --config-name fsdd data.train_manifest=data/train.jsonl data.dev_manifest=data/dev.jsonl \
+    trainer.output_dir=exp "${overrides[@]}"
+}
+
+score() {
+  for set in isolated_test connected_test; do
+    asr evaluate exp/model.pt "data/$set.jsonl" --report "exp/$set.errors.jsonl" | tee "exp/$set.wer"
+  done
+}
+
+run_stage 0 data prepare
+run_stage 1 train train
+run_stage 2 score score
+for set in isolated_test connected_test; do
+  echo "$set: $(tail -n 1 "exp/$set.wer" 2>/dev/null || echo 'not scored yet')"
+done

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from asr.audio import audio_info, load_audio
+from asr.errors import AudioError
+from conftest import tone, write_audio
+
+FORMATS = [
+    ("wav", {}),
+    ("flac", {}),
+    ("ogg", {"format": "OGG", "subtype": "VORBIS"}),
+    ("mp3", {"format": "MP3", "subtype": "MPEG_LAYER_III"}),
+    ("sph", {"format": "NIST", "subtype": "PCM_16"}),
+]
+
+
+@pytest.mark.parametrize("ext,kwargs", FORMATS, ids=[f[0] for f in FORMATS])
+@pytest.mark.parametrize("rate,channels", [(8000, 1), (22050, 2), (44100, 6), (16000, 1)])
+def test_any_format_rate_and_channels_become_mono_float32_at_model_rate(tmp_path, ext, kwargs, rate, channels):
+    if ext == "mp3":
+        channels = min(channels, 2)  # MPEG audio carries at most two channels
+    path = write_audio(tmp_path / f"a.{ext}", seconds=1.0, rate=rate, channels=channels, **kwargs)
+    waveform = load_audio(path, 16000)
+    assert waveform.dtype == torch.float32 and waveform.ndim == 1
+    # mp3 encoders pad a few milliseconds; everything else is exact
+    assert abs(waveform.shape[0] - 16000) <= (1200 if ext == "mp3" else 1)
+    assert 0.05 < waveform.abs().max() <= 1.0
+
+
+def test_mono_mix_is_the_channel_mean(tmp_path):
+    data = np.stack([np.full(800, 0.5), np.full(800, -0.1)], axis=1).astype(np.float32)
+    sf.write(tmp_path / "s.wav", data, 8000, subtype="FLOAT")
+    waveform = load_audio(tmp_path / "s.wav", 8000)
+    assert torch.allclose(waveform, torch.full((800,), 0.2))
+
+
+def test_resampling_keeps_a_tone_at_its_frequency(tmp_path):
+    path = write_audio(tmp_path / "t.wav", seconds=1.0, rate=44100)
+    waveform = load_audio(path, 16000).numpy()
+    spectrum = np.abs(np.fft.rfft(waveform))
+    assert abs(np.argmax(spectrum) * 16000 / len(waveform) - 440) < 2
+
+
+def test_offset_and_duration_read_a_segment(tmp_path):
+    ramp = np.linspace(-1, 1, 16000, dtype=np.float32)
+    sf.write(tmp_path / "r.wav", ramp, 16000, subtype="FLOAT")
+    segment = load_audio(tmp_path / "r.wav", 16000, offset=0.25, duration=0.5)
+    assert segment.shape[0] == 8000
+    assert torch.allclose(segment, torch.from_numpy(ramp[4000:12000]))
+    assert audio_info(tmp_path / "r.wav") == (16000, 1.0)
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda p: None, "not found"),
+        (lambda p: p.write_bytes(b""), "cannot read audio"),
+        (lambda p: p.write_text("this is not audio\n" * 20), "cannot read audio"),
+        (lambda p: sf.write(p, np.zeros((0, 1), dtype=np.float32), 16000), "empty"),
+        (lambda p: sf.write(p, np.array([0.0, np.nan, 0.1], dtype=np.float32), 16000, subtype="FLOAT"), "NaN"),
+    ],
+    ids=["missing", "zero-bytes", "text-as-wav", "no-samples", "nan"],
+)
+def test_bad_audio_raises_one_clear_error_naming_the_file(tmp_path, make, message):
+    path = tmp_path / "bad.wav"
+    make(path)
+    with pytest.raises(AudioError) as err:
+        load_audio(path, 16000)
+    assert str(path) in str(err.value) and message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_offset_past_the_end_is_an_error(tmp_path):
+    path = write_audio(tmp_path / "a.wav", seconds=0.5)
+    with pytest.raises(AudioError, match="past the end"):
+        load_audio(path, 16000, offset=2.0)
+
+
+def test_tone_factory_is_what_it_claims():
+    assert tone(0.5, 8000, 2).shape == (4000, 2)

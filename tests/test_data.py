@@ -1,0 +1,106 @@
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest, write_manifest
+from asr.errors import ManifestError
+from asr.features import FeatureConfig, FeatureExtractor
+from asr.tokenizer import TokenizerConfig, train_tokenizer
+from conftest import write_audio
+
+
+def test_relative_paths_resolve_against_the_manifest_folder(tmp_path):
+    write_audio(tmp_path / "corpus" / "wav" / "a.wav", seconds=0.5)
+    manifest = tmp_path / "corpus" / "m.jsonl"
+    manifest.write_text(
+        json.dumps({"audio_filepath": "wav/a.wav", "duration": 0.5, "text": "hi"}) + "\n\n"
+        + json.dumps({"audio_filepath": "wav/a.wav", "duration": 0.2, "text": "x", "offset": 0.1}) + "\n"
+    )
+    utts = read_manifest(manifest)
+    assert [u.audio_filepath for u in utts] == [tmp_path / "corpus" / "wav" / "a.wav"] * 2
+    assert utts[1].offset == 0.1 and utts[1].duration == 0.2
+
+
+def test_write_manifest_round_trips_and_leaves_no_temporary_file(tmp_path):
+    wav = write_audio(tmp_path / "d" / "a.wav", seconds=0.3)
+    utts = [Utterance(wav, 0.3, "hello"), Utterance(wav, 0.1, "there", offset=0.2)]
+    path = write_manifest(tmp_path / "d" / "m.jsonl", utts)
+    assert read_manifest(path) == utts
+    assert json.loads(path.read_text().splitlines()[0])["audio_filepath"] == "a.wav"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["a.wav", "m.jsonl"]
+
+
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ("{not json", "invalid JSON"),
+        ('["a"]', "expected a JSON object"),
+        ('{"duration": 1, "text": "a"}', "missing key 'audio_filepath'"),
+        ('{"audio_filepath": "a.wav", "text": "a"}', "missing key 'duration'"),
+        ('{"audio_filepath": "a.wav", "duration": 1}', "missing key 'text'"),
+        ('{"audio_filepath": "a.wav", "duration": -1, "text": "a"}', "'duration' must be a positive number"),
+        ('{"audio_filepath": "a.wav", "duration": "1", "text": "a"}', "'duration' must be a positive number"),
+        ('{"audio_filepath": "a.wav", "duration": 1, "text": 3}', "'text' must be a string"),
+        ('{"audio_filepath": "missing.wav", "duration": 1, "text": "a"}', "audio file not found"),
+    ],
+)
+def test_bad_manifest_lines_name_file_and_line(tmp_path, line, message):
+    write_audio(tmp_path / "a.wav", seconds=0.2)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"audio_filepath": "a.wav", "duration": 0.2, "text": "ok"}\n' + line + "\n")
+    with pytest.raises(ManifestError) as err:
+        read_manifest(manifest)
+    assert str(err.value).startswith(f"{manifest}:2: ") and message in str(err.value)
+
+
+def test_missing_and_empty_manifests(tmp_path):
+    with pytest.raises(ManifestError, match="not found"):
+        read_manifest(tmp_path / "none.jsonl")
+    (tmp_path / "e.jsonl").write_text("\n")
+    with pytest.raises(ManifestError, match="no utterances"):
+        read_manifest(tmp_path / "e.jsonl")
+
+
+def test_sampler_respects_the_frame_cap_and_yields_every_utterance_once_per_epoch():
+    lengths = [int(x) for x in torch.randint(50, 1000, (500,), generator=torch.Generator().manual_seed(0))]
+    sampler = BucketBatchSampler(lengths, max_frames=4000, num_buckets=8, seed=1)
+    seen_orders = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        batches = [[key.index for key in batch] for batch in sampler]
+        assert all(max(lengths[i] for i in b) * len(b) <= 4000 for b in batches)
+        assert Counter(i for b in batches for i in b) == Counter(range(500))
+        assert len(batches) == len(sampler)
+        seen_orders.append(batches)
+    assert seen_orders[0] != seen_orders[1]  # buckets reshuffled each epoch
+    again = BucketBatchSampler(lengths, max_frames=4000, num_buckets=8, seed=1)
+    again.set_epoch(1)
+    assert [[k.index for k in b] for b in again] == seen_orders[1]  # deterministic in (seed, epoch)
+    again.set_epoch(1, start_batch=5)
+    assert [[k.index for k in b] for b in again] == seen_orders[1][5:]
+
+
+def test_sampler_keeps_padding_low():
+    lengths = list(range(100, 1100))
+    sampler = BucketBatchSampler(lengths, max_frames=5000, num_buckets=10)
+    padded = sum(max(lengths[k.index] for k in b) * len(b) for b in sampler)
+    assert sum(lengths) / padded > 0.85
+
+
+def test_an_utterance_longer_than_the_cap_is_refused():
+    with pytest.raises(ValueError, match="exceed the batch frame cap"):
+        BucketBatchSampler([10, 5000], max_frames=1000)
+
+
+def test_dataset_and_collate_pad_with_lengths(tmp_path):
+    utts = [Utterance(write_audio(tmp_path / f"{i}.wav", seconds=0.2 + 0.1 * i), 0.2 + 0.1 * i, "ab") for i in range(3)]
+    extractor = FeatureExtractor(FeatureConfig(n_mels=20))
+    tokenizer = train_tokenizer(TokenizerConfig(), ["ab"])
+    dataset = SpeechDataset(utts, extractor, tokenizer)
+    batch = collate([dataset[i] for i in range(3)])
+    assert batch.features.shape == (3, 41, 20)
+    assert batch.lengths.tolist() == [21, 31, 41] == dataset.num_frames()
+    assert batch.features[0, 21:].abs().sum() == 0
+    assert batch.targets.tolist() == tokenizer.encode("ab") * 3 and batch.target_lengths.tolist() == [2, 2, 2]

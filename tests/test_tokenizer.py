@@ -1,0 +1,48 @@
+import pytest
+
+from asr.errors import TokenizerError
+from asr.tokenizer import BLANK_ID, TextNormalization, TokenizerConfig, TokenizerKind, tokenizer_from_dict, train_tokenizer
+
+TEXTS = ["Turn on the kitchen lights!", "call Mary at seven o'clock", "play some jazz music, please"] * 20
+
+
+def test_normalization_is_declared_and_applied():
+    norm = TextNormalization(lowercase=True, keep_punctuation=False)
+    assert norm("  Hello,   WORLD!  It's  ") == "hello world it's"
+    assert TextNormalization(lowercase=False, keep_punctuation=True)("A, b.") == "A, b."
+
+
+def test_char_tokenizer_round_trip_with_blank_at_zero():
+    tok = train_tokenizer(TokenizerConfig(kind=TokenizerKind.char), TEXTS)
+    ids = tok.encode("Call Mary, please!")
+    assert BLANK_ID not in ids and min(ids) >= 1
+    assert tok.decode(ids) == "call mary please"
+    assert tok.decode([BLANK_ID] + ids + [BLANK_ID]) == "call mary please"
+    assert tok.vocab_size == len(set("".join(tok.normalize(t) for t in TEXTS))) + 1
+
+
+def test_char_tokenizer_drops_unknown_characters():
+    tok = train_tokenizer(TokenizerConfig(), ["ab ab"])
+    assert tok.decode(tok.encode("abz")) == "ab"
+
+
+@pytest.mark.parametrize("kind", [TokenizerKind.bpe, TokenizerKind.unigram])
+def test_sentencepiece_round_trip(kind):
+    tok = train_tokenizer(TokenizerConfig(kind=kind, vocab_size=40), TEXTS)
+    ids = tok.encode("turn on the music")
+    assert BLANK_ID not in ids
+    assert tok.decode(ids) == "turn on the music"
+    assert tok.vocab_size <= 41
+
+
+@pytest.mark.parametrize("kind", list(TokenizerKind))
+def test_tokenizers_survive_serialization_as_plain_data(kind):
+    tok = train_tokenizer(TokenizerConfig(kind=kind, vocab_size=40), TEXTS)
+    again = tokenizer_from_dict(tok.to_dict())
+    text = "call mary at seven o'clock"
+    assert again.encode(text) == tok.encode(text) and again.vocab_size == tok.vocab_size
+
+
+def test_empty_training_text_is_a_clear_error():
+    with pytest.raises(TokenizerError, match="empty"):
+        train_tokenizer(TokenizerConfig(), ["", "  "])

@@ -1,0 +1,66 @@
+"""Training end to end on real speech: a tiny model overfits a handful of utterances."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from asr.checkpoint import load_checkpoint
+from asr.config import load_train_config
+from asr.train import lr_factor, train
+from conftest import tiny_config
+from asr.transcribe import Recognizer
+
+
+def test_learning_rate_warms_up_then_decays():
+    from asr.config import DecayKind
+
+    factors = [lr_factor(s, 100, 10, DecayKind.cosine, 0.1) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert factors[-1] == pytest.approx(0.1, abs=0.01)
+
+
+def test_tiny_model_overfits_real_utterances(trained_tiny):
+    model_path, manifest, rates = trained_tiny
+    assert rates.cer <= 5.0, [(u.reference, u.hypothesis) for u in rates.utterances]
+    out = model_path.parent
+    assert (out / "config.yaml").is_file() and (out / "last.pt").is_file() and (out / "train.log").is_file()
+    assert list((out / "tensorboard").iterdir())
+
+
+def test_checkpoint_holds_everything_to_resume_and_to_transcribe(trained_tiny):
+    model_path, _, _ = trained_tiny
+    final = load_checkpoint(model_path)
+    assert set(final) == {"format_version", "model", "features", "tokenizer"}
+    last = load_checkpoint(model_path.parent / "last.pt")
+    assert {"optimizer", "scheduler", "scaler", "torch_rng", "step", "epoch"} <= set(last["training"])
+
+
+def test_checkpoint_round_trip_transcribes_identically(trained_tiny, tmp_path):
+    model_path, manifest, rates = trained_tiny
+    from asr.checkpoint import build_components, inference_state, save_checkpoint
+
+    model, extractor, tokenizer = build_components(load_checkpoint(model_path))
+    copy = save_checkpoint(inference_state(model, extractor, tokenizer), tmp_path / "copy.pt")
+    a, b = Recognizer.load(model_path, "cpu"), Recognizer.load(copy, "cpu")
+    paths = [json.loads(line)["audio_filepath"] for line in manifest.read_text().splitlines()]
+    paths = [manifest.parent / p for p in paths[:3]]
+    assert [t.text for t in a.transcribe_files(paths)] == [t.text for t in b.transcribe_files(paths)]
+    for name, tensor in a.model.state_dict().items():
+        assert torch.equal(tensor, b.model.state_dict()[name])
+
+
+def test_resume_continues_from_last_checkpoint(trained_tiny, tmp_path):
+    model_path, manifest, _ = trained_tiny
+    import shutil
+
+    out = tmp_path / "resumed"
+    shutil.copytree(model_path.parent, out)
+    before = load_checkpoint(out / "last.pt")["training"]
+    cfg = tiny_config(manifest, out, epochs=before["epoch"] + 1, resume=True)
+    train(cfg)
+    after = load_checkpoint(out / "last.pt")["training"]
+    assert after["epoch"] == before["epoch"] + 1 and after["step"] > before["step"]
