@@ -18,10 +18,10 @@ log = logging.getLogger(__name__)
 
 def audio_info(path: str | Path) -> tuple[int, float]:
     """Return (sample_rate, duration in seconds) of an audio file without decoding it."""
+    if not Path(path).is_file():
+        raise AudioError(f"{path}: audio file not found")
     try:
         info = sf.info(str(path))
-    except FileNotFoundError:
-        raise AudioError(f"{path}: audio file not found") from None
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise AudioError(f"{path}: cannot read audio ({_first_line(exc)})") from None
     if info.samplerate <= 0:

@@ -207,6 +207,7 @@ class Trainer:
             )
             self.writer.add_scalar("dev/wer", result.dev_wer, self.step)
             self.writer.add_scalar("dev/cer", result.dev_cer, self.step)
+            self.writer.add_scalar("train/frames_per_s", result.frames_per_second, self.step)
             if (result.dev_wer, result.dev_cer) < self.best:
                 self.best, self.bad_epochs = (result.dev_wer, result.dev_cer), 0
                 save_checkpoint(inference_state(self.model, self.extractor, self.tokenizer), model_path)
@@ -242,6 +243,7 @@ class Trainer:
         return EpochResult(total_loss / max(1, batches), total_frames / max(elapsed, 1e-9), dev.wer, dev.cer)
 
     def _train_step(self, batch) -> float | None:
+        """One optimizer step; returns the loss, or None when the step was skipped."""
         features = batch.features.to(self.device, non_blocking=True)
         with self._autocast():
             log_probs, out_lengths = self.model(features, batch.lengths)
@@ -250,7 +252,8 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad_norm)
-        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
+        loss_value = float(loss.detach())
+        finite = math.isfinite(loss_value) and bool(torch.isfinite(grad_norm))
         if finite or self.scaler.is_enabled():
             self.scaler.step(self.optimizer)  # the scaler itself skips non-finite fp16 steps
             self.scaler.update()
@@ -260,10 +263,10 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
         if self.step % self.cfg.trainer.log_every == 0:
-            self.writer.add_scalar("train/loss", float(loss), self.step)
+            self.writer.add_scalar("train/loss", loss_value, self.step)
             self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
             self.writer.add_scalar("train/grad_norm", float(grad_norm), self.step)
-        return float(loss.detach()) if finite else None
+        return loss_value if finite else None
 
     def _training_state(self) -> dict:
         state = inference_state(self.model, self.extractor, self.tokenizer)
