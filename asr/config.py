@@ -80,7 +80,8 @@ class TrainerConfig:
     precision: Precision = Precision.auto
     num_threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default
     log_every: int = 20  # steps between TensorBoard scalars
-    resume: bool = False  # continue from <output_dir>/last.pt if it exists
+    resume: bool = False  # continue from the newest <output_dir>/checkpoints/epoch-*.pt
+    keep_checkpoints: int = 2  # epoch checkpoints kept (older ones are deleted)
 
 
 @dataclass
@@ -157,6 +158,7 @@ def validate(cfg: TrainConfig) -> None:
         ("trainer.patience", cfg.trainer.patience >= 0, "must be >= 0"),
         ("trainer.num_threads", cfg.trainer.num_threads >= 0, "must be >= 0"),
         ("trainer.log_every", cfg.trainer.log_every > 0, "must be > 0"),
+        ("trainer.keep_checkpoints", cfg.trainer.keep_checkpoints > 0, "must be > 0"),
     ]
     for name, ok, rule in checks:
         if not ok:

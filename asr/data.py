@@ -35,9 +35,9 @@ class Utterance:
         path = self.audio_filepath
         if relative_to is not None:
             try:
-                path = path.relative_to(relative_to)
-            except ValueError:
-                pass
+                path = path.resolve().relative_to(relative_to)
+            except ValueError:  # not below the manifest's folder: keep it absolute
+                path = path.resolve()
         record = {"audio_filepath": str(path), "duration": round(self.duration, 4), "text": self.text}
         if self.offset:
             record["offset"] = round(self.offset, 4)

@@ -2,7 +2,7 @@
 
 ``train(cfg)`` is a plain function (the CLI and the tests call it the same way). It leaves
 ``<output_dir>/model.pt`` (the best model by dev WER, self-contained for transcription),
-``last.pt`` (everything to resume exactly), ``config.yaml``, ``train.log`` and TensorBoard
+``checkpoints/epoch-NNN.pt`` (everything to resume exactly; the newest few are kept), ``config.yaml``, ``train.log`` and TensorBoard
 scalars under ``tensorboard/``.
 """
 
@@ -32,6 +32,8 @@ from asr.tokenizer import Tokenizer, tokenizer_from_dict, train_tokenizer
 from asr.transcribe import recognize_dataset
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
 
 
 @dataclass
@@ -75,6 +77,12 @@ def lr_factor(step: int, total_steps: int, warmup: int, decay: DecayKind, min_ra
     return min_ratio**progress
 
 
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newest epoch checkpoint of a run, or None."""
+    found = sorted((out_dir / CHECKPOINT_DIR).glob("epoch-*.pt"))
+    return found[-1] if found else None
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train a model as ``cfg`` says; returns the path of the final ``model.pt``."""
     out_dir = Path(cfg.trainer.output_dir or f"exp/train-{datetime.now():%Y%m%d-%H%M%S}")
@@ -100,8 +108,8 @@ class Trainer:
             torch.set_num_threads(cfg.trainer.num_threads)
         random.seed(cfg.trainer.seed)
         torch.manual_seed(cfg.trainer.seed)
-        resume_path = out_dir / "last.pt"
-        resume = load_checkpoint(resume_path) if cfg.trainer.resume and resume_path.exists() else None
+        resume_path = latest_checkpoint(out_dir) if cfg.trainer.resume else None
+        resume = load_checkpoint(resume_path) if resume_path else None
 
         train_utts = self._read(cfg.data.train_manifest, "train", drop_long=True)
         dev_utts = self._read(cfg.data.dev_manifest, "dev", drop_long=False)
@@ -125,6 +133,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.step, self.epoch, self.best, self.bad_epochs, self.skipped_steps = 0, 0, (math.inf, math.inf), 0, 0
         if resume is not None:
+            self.model.load_state_dict(resume["model"]["state_dict"])
             self._restore(resume["training"])
             log.info("resumed from %s at epoch %d, step %d", resume_path, self.epoch, self.step)
         self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
@@ -214,7 +223,7 @@ class Trainer:
                 log.info("new best model (dev WER %.2f): %s", result.dev_wer, model_path)
             else:
                 self.bad_epochs += 1
-            save_checkpoint(self._training_state(), self.out_dir / "last.pt")
+            self._save_epoch_checkpoint()
             if self.cfg.trainer.patience and self.bad_epochs >= self.cfg.trainer.patience:
                 log.info("early stopping: no dev WER improvement for %d epochs", self.bad_epochs)
                 break
@@ -267,6 +276,12 @@ class Trainer:
             self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
             self.writer.add_scalar("train/grad_norm", float(grad_norm), self.step)
         return loss_value if finite else None
+
+    def _save_epoch_checkpoint(self) -> None:
+        directory = self.out_dir / CHECKPOINT_DIR
+        save_checkpoint(self._training_state(), directory / f"epoch-{self.epoch:03d}.pt")
+        for old in sorted(directory.glob("epoch-*.pt"))[: -self.cfg.trainer.keep_checkpoints]:
+            old.unlink()
 
     def _training_state(self) -> dict:
         state = inference_state(self.model, self.extractor, self.tokenizer)

@@ -1,5 +1,6 @@
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,6 +31,17 @@ def test_write_manifest_round_trips_and_leaves_no_temporary_file(tmp_path):
     assert read_manifest(path) == utts
     assert json.loads(path.read_text().splitlines()[0])["audio_filepath"] == "a.wav"
     assert sorted(p.name for p in path.parent.iterdir()) == ["a.wav", "m.jsonl"]
+
+
+def test_write_manifest_with_relative_paths_from_another_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_audio(tmp_path / "corpus" / "wav" / "a.wav", seconds=0.3)
+    write_audio(tmp_path / "elsewhere.wav", seconds=0.3)
+    utts = [Utterance(Path("corpus/wav/a.wav"), 0.3, "a"), Utterance(Path("elsewhere.wav"), 0.3, "b")]
+    path = write_manifest(Path("corpus/m.jsonl"), utts)
+    lines = [json.loads(line)["audio_filepath"] for line in path.read_text().splitlines()]
+    assert lines == ["wav/a.wav", str(tmp_path / "elsewhere.wav")]
+    assert [u.audio_filepath for u in read_manifest(path)] == [tmp_path / "corpus/wav/a.wav", tmp_path / "elsewhere.wav"]
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ def test_tiny_model_overfits_real_utterances(trained_tiny):
     model_path, manifest, rates = trained_tiny
     assert rates.cer <= 5.0, [(u.reference, u.hypothesis) for u in rates.utterances]
     out = model_path.parent
-    assert (out / "config.yaml").is_file() and (out / "last.pt").is_file() and (out / "train.log").is_file()
+    assert (out / "config.yaml").is_file() and (out / "checkpoints" / "epoch-040.pt").is_file() and (out / "train.log").is_file()
     assert list((out / "tensorboard").iterdir())
 
 
@@ -35,7 +35,7 @@ def test_checkpoint_holds_everything_to_resume_and_to_transcribe(trained_tiny):
     model_path, _, _ = trained_tiny
     final = load_checkpoint(model_path)
     assert set(final) == {"format_version", "model", "features", "tokenizer"}
-    last = load_checkpoint(model_path.parent / "last.pt")
+    last = load_checkpoint(model_path.parent / "checkpoints" / "epoch-040.pt")
     assert {"optimizer", "scheduler", "scaler", "torch_rng", "step", "epoch"} <= set(last["training"])
 
 
@@ -53,14 +53,19 @@ def test_checkpoint_round_trip_transcribes_identically(trained_tiny, tmp_path):
         assert torch.equal(tensor, b.model.state_dict()[name])
 
 
-def test_resume_continues_from_last_checkpoint(trained_tiny, tmp_path):
+def test_resumed_training_matches_uninterrupted_training_bit_for_bit(trained_tiny, tmp_path):
+    """Resume from epoch 39 and redo epoch 40: the weights equal the uninterrupted run's."""
     model_path, manifest, _ = trained_tiny
     import shutil
 
     out = tmp_path / "resumed"
     shutil.copytree(model_path.parent, out)
-    before = load_checkpoint(out / "last.pt")["training"]
-    cfg = tiny_config(manifest, out, epochs=before["epoch"] + 1, resume=True)
-    train(cfg)
-    after = load_checkpoint(out / "last.pt")["training"]
-    assert after["epoch"] == before["epoch"] + 1 and after["step"] > before["step"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-039.pt", "epoch-040.pt"]
+    (out / "checkpoints" / "epoch-040.pt").unlink()
+    train(tiny_config(manifest, out, epochs=40, resume=True))
+    original = load_checkpoint(model_path.parent / "checkpoints" / "epoch-040.pt")
+    resumed = load_checkpoint(out / "checkpoints" / "epoch-040.pt")
+    assert resumed["training"]["step"] == original["training"]["step"]
+    for name, tensor in original["model"]["state_dict"].items():
+        assert torch.equal(tensor, resumed["model"]["state_dict"][name]), name
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-039.pt", "epoch-040.pt"]
