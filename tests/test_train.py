@@ -69,3 +69,20 @@ def test_resumed_training_matches_uninterrupted_training_bit_for_bit(trained_tin
     for name, tensor in original["model"]["state_dict"].items():
         assert torch.equal(tensor, resumed["model"]["state_dict"][name]), name
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-039.pt", "epoch-040.pt"]
+
+
+def test_transcription_is_independent_of_container_and_batching(trained_tiny, tmp_path):
+    """The same samples as WAV, FLAC or an in-memory waveform, alone or batched, give one text."""
+    import soundfile as sf
+
+    model_path, manifest, rates = trained_tiny
+    recognizer = Recognizer.load(model_path, "cpu")
+    wav = rates.utterances[0].key
+    samples, rate = sf.read(wav, dtype="float32")
+    sf.write(tmp_path / "copy.flac", samples, rate)
+    sf.write(tmp_path / "copy.mp3", samples, rate, format="MP3")
+    expected = rates.utterances[0].hypothesis
+    files = recognizer.transcribe_files([wav, tmp_path / "copy.flac", rates.utterances[1].key])
+    assert [t.text for t in files[:2]] == [expected, expected]
+    assert recognizer.transcribe_waveforms([torch.from_numpy(samples)]) == [expected]
+    assert recognizer.transcribe_files([tmp_path / "copy.mp3"])[0].text.strip()  # lossy, but decodes
