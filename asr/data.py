@@ -29,7 +29,7 @@ class Utterance:
     audio_filepath: Path
     duration: float
     text: str
-    offset: float = 0.0
+    offset: float | None = None  # None: the whole file; a number: a segment of `duration` seconds
 
     def to_json(self, relative_to: Path | None = None) -> dict:
         path = self.audio_filepath
@@ -39,7 +39,7 @@ class Utterance:
             except ValueError:  # not below the manifest's folder: keep it absolute
                 path = path.resolve()
         record = {"audio_filepath": str(path), "duration": round(self.duration, 4), "text": self.text}
-        if self.offset:
+        if self.offset is not None:
             record["offset"] = round(self.offset, 4)
         return record
 
@@ -74,21 +74,23 @@ def _parse_line(line: str, where: str, base: Path, check_files: bool) -> Utteran
         if key not in record:
             raise ManifestError(f"{where}: missing key '{key}'")
     audio, duration, text = record["audio_filepath"], record["duration"], record["text"]
-    offset = record.get("offset", 0.0)
+    offset = record.get("offset")
     if not isinstance(audio, str) or not audio:
         raise ManifestError(f"{where}: 'audio_filepath' must be a non-empty string")
     if not isinstance(text, str):
         raise ManifestError(f"{where}: 'text' must be a string")
     if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration) or duration <= 0:
         raise ManifestError(f"{where}: 'duration' must be a positive number, got {duration!r}")
-    if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not math.isfinite(offset) or offset < 0:
+    if offset is not None and (
+        isinstance(offset, bool) or not isinstance(offset, (int, float)) or not math.isfinite(offset) or offset < 0
+    ):
         raise ManifestError(f"{where}: 'offset' must be a non-negative number, got {offset!r}")
     audio_path = Path(audio)
     if not audio_path.is_absolute():
         audio_path = base / audio_path
     if check_files and not audio_path.is_file():
         raise ManifestError(f"{where}: audio file not found: {audio_path}")
-    return Utterance(audio_path, float(duration), text, float(offset))
+    return Utterance(audio_path, float(duration), text, None if offset is None else float(offset))
 
 
 def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> Path:
@@ -180,8 +182,9 @@ class SpeechDataset(Dataset):
     def waveform(self, index: int) -> torch.Tensor:
         """(T,) samples of utterance ``index`` at the extractor's rate."""
         utt = self.utterances[index]
-        duration = utt.duration if utt.offset else None  # whole files are read to their end
-        return load_audio(utt.audio_filepath, self.extractor.cfg.sample_rate, utt.offset, duration)
+        if utt.offset is None:  # a whole file, read to its end
+            return load_audio(utt.audio_filepath, self.extractor.cfg.sample_rate)
+        return load_audio(utt.audio_filepath, self.extractor.cfg.sample_rate, utt.offset, utt.duration)
 
     def num_frames(self) -> list[int]:
         """Nominal feature frames per utterance, from the manifest durations."""
