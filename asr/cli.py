@@ -26,25 +26,85 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_transcribe(args: argparse.Namespace) -> int:
-    from asr.transcribe import Recognizer
+def decoding_options(args: argparse.Namespace):
+    from asr.decoding import DecodeMethod, DecodingOptions
 
-    recognizer = Recognizer.load(args.model, device=args.device)
-    transcripts = recognizer.transcribe_files(args.audio)
+    method = args.decode or ("beam" if (args.lm or args.lexicon) else "greedy")
+    defaults = DecodingOptions()
+    lm_weight, word_score = args.lm_weight, args.word_score
+    if args.lm and (lm_weight is None or word_score is None):
+        from asr.tuning import params_path, tuned_params
+
+        tuned = tuned_params(args.lm) or {}
+        if tuned:
+            log.info("LM weights from %s: %s", params_path(args.lm), tuned)
+        lm_weight = lm_weight if lm_weight is not None else tuned.get("lm_weight", defaults.lm_weight)
+        word_score = word_score if word_score is not None else tuned.get("word_score", defaults.word_score)
+    return DecodingOptions(
+        method=DecodeMethod(method),
+        beam_size=args.beam_size,
+        beam_size_token=args.beam_size_token,
+        beam_threshold=args.beam_threshold,
+        lm=args.lm,
+        lexicon=args.lexicon,
+        lm_weight=lm_weight if lm_weight is not None else defaults.lm_weight,
+        word_score=word_score if word_score is not None else defaults.word_score,
+        nbest=args.nbest,
+    )
+
+
+def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
+    from asr.decoding import DecodingOptions
+
+    d = DecodingOptions()
+    g = p.add_argument_group("decoding")
+    g.add_argument("--decode", choices=["greedy", "beam"], default=None,
+                   help="greedy (default) or beam search (default when --lm or --lexicon is given)")
+    g.add_argument("--beam-size", type=int, default=d.beam_size, help=f"hypotheses kept per frame (default {d.beam_size})")
+    g.add_argument("--beam-size-token", type=int, default=None, help="tokens tried per frame (default: all)")
+    g.add_argument("--beam-threshold", type=float, default=d.beam_threshold,
+                   help=f"prune hypotheses scoring this far below the best (default {d.beam_threshold})")
+    g.add_argument("--lm", help="a KenLM word n-gram model (ARPA or binary, e.g. from 'asr lm build'; decoding is "
+                   "then restricted to its words) or a character LM from 'asr lm train' (lexicon-free)")
+    g.add_argument("--lexicon", help="words allowed in the output, one per line (the first field; spellings are "
+                   "taken from the model's tokenizer); default with an n-gram --lm: the LM's words")
+    g.add_argument("--lm-weight", type=float, default=None,
+                   help=f"LM weight alpha (default: from 'asr lm tune' for this LM, else {d.lm_weight})")
+    g.add_argument("--word-score", type=float, default=None,
+                   help=f"word insertion score beta (default: from 'asr lm tune' for this LM, else {d.word_score})")
+    g.add_argument("--nbest", type=int, default=1, help="hypotheses per file (beam search; json output)")
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from asr.outputs import OutputFormat, output_paths, render, write_text_atomic
+    from asr.transcribe import Recognizer, collect_inputs, transcribe_all
+
+    fmt = OutputFormat(args.format)
+    recognizer = Recognizer.load(args.model, device=args.device, options=decoding_options(args))
+    utts = collect_inputs(args.audio)
+    if not utts:
+        raise AsrError("no audio to transcribe in " + " ".join(args.audio))
+    if len(utts) > 1 and fmt in (OutputFormat.srt, OutputFormat.vtt, OutputFormat.tsv) and not args.output_dir:
+        raise AsrError(f"--format {fmt.value} with several inputs needs --output-dir (one file per input)")
+    timestamps = fmt not in (OutputFormat.txt,)
+    transcripts = transcribe_all(recognizer, utts, timestamps=timestamps)
+    if args.output_dir:
+        for t, path in zip(transcripts, output_paths([t.key for t in transcripts], args.output_dir, fmt)):
+            write_text_atomic(path, render(t, fmt))
+        log.info("wrote %d %s files to %s", len(transcripts), fmt.value, args.output_dir)
+        return 0
     for t in transcripts:
-        if args.format == "json":
-            print(json.dumps({"audio_filepath": t.key, "text": t.text, "duration": round(t.duration, 3)}, ensure_ascii=False))
-        elif len(transcripts) == 1:
-            print(t.text)
-        else:
+        if fmt is OutputFormat.txt and len(transcripts) > 1:
             print(f"{t.key}\t{t.text}")
+        else:
+            print(render(t, fmt), end="")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from asr.transcribe import Recognizer
 
-    recognizer = Recognizer.load(args.model, device=args.device)
+    recognizer = Recognizer.load(args.model, device=args.device, options=decoding_options(args))
     rates = recognizer.evaluate(args.manifest)
     if args.report:
         rates.write_report(args.report)
@@ -63,7 +123,66 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lm_build(args: argparse.Namespace) -> int:
+    from asr.ngram import build_arpa, read_lm_text
+    from asr.tokenizer import TextNormalization
+
+    normalize = TextNormalization()
+    if args.model:
+        from asr.checkpoint import load_checkpoint
+        from asr.tokenizer import tokenizer_from_dict
+
+        normalize = tokenizer_from_dict(load_checkpoint(args.model)["tokenizer"]).normalize
+    texts = [t for path in args.text for t in read_lm_text(path)]
+    print(build_arpa(texts, args.order, args.output, normalize))
+    return 0
+
+
+def cmd_lm_train(args: argparse.Namespace) -> int:
+    from asr.charlm import CharLMConfig, CharLMTraining, save_charlm, train_charlm
+    from asr.checkpoint import load_checkpoint
+    from asr.ngram import read_lm_text
+    from asr.tokenizer import tokenizer_from_dict
+
+    tokenizer = tokenizer_from_dict(load_checkpoint(args.model)["tokenizer"])
+    texts = [t for path in args.text for t in read_lm_text(path)]
+    cfg = CharLMConfig(hidden_size=args.hidden_size, num_layers=args.num_layers)
+    training = CharLMTraining(epochs=args.epochs)
+    if args.epochs < 1 or args.hidden_size < 1 or args.num_layers < 1:
+        raise AsrError("--epochs, --hidden-size and --num-layers must be positive")
+    model, figures = train_charlm(texts, tokenizer, cfg, training)
+    path = save_charlm(model, tokenizer, args.output, figures)
+    print(f"dev perplexity {figures['dev_perplexity']:.3f}, {figures['dev_bits_per_char']:.3f} bits per character")
+    print(path)
+    return 0
+
+
+def cmd_lm_tune(args: argparse.Namespace) -> int:
+    from asr.decoding import DecodeMethod, DecodingOptions
+    from asr.tuning import save_tuned, tune_lm
+    from asr.transcribe import Recognizer
+
+    options = DecodingOptions(method=DecodeMethod.beam, beam_size=args.beam_size, lm=args.lm)
+    options.validate()
+    recognizer = Recognizer.load(args.model, device=args.device)
+    trials = tune_lm(recognizer, args.manifest, args.lm, args.lm_weights, args.word_scores, options)
+    for t in trials[: args.show]:
+        print(f"lm_weight {t.lm_weight:g} word_score {t.word_score:g}: WER {t.wer:.2f} CER {t.cer:.2f}")
+    path = save_tuned(args.lm, trials[0], args.manifest)
+    print(f"best: lm_weight {trials[0].lm_weight:g} word_score {trials[0].word_score:g} -> {path}")
+    return 0
+
+
+def float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from asr.decoding import DecodingOptions
+
     parser = argparse.ArgumentParser(prog="asr", description="Bidirectional-LSTM CTC speech recognition.")
     parser.add_argument("--version", action="version", version=f"asr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
@@ -81,10 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("transcribe", help="transcribe audio files", description="Transcribe audio files of any "
                        "format libsndfile reads (wav, flac, ogg, mp3, sphere) at any sample rate.")
     p.add_argument("model", help="model.pt written by 'asr train'")
-    p.add_argument("audio", nargs="+", help="audio files")
-    p.add_argument("--format", choices=["txt", "json"], default="txt",
-                   help="txt: the text (path<TAB>text for several files); json: one object per line")
+    p.add_argument("audio", nargs="+", help="audio files, folders of audio files, or JSON-lines manifests")
+    p.add_argument("--format", choices=["txt", "json", "srt", "vtt", "tsv"], default="txt",
+                   help="txt: the text (path<TAB>text for several inputs); json: one object per input with "
+                   "segments and words (times, confidences) and n-best when --nbest > 1; srt/vtt: subtitles; "
+                   "tsv: start/end (ms) and text per segment")
+    p.add_argument("--output-dir", help="write one <name>.<format> file per input here instead of printing")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_decoding_arguments(p)
     p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser("evaluate", help="score a model on a manifest",
@@ -93,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest", help="JSON-lines manifest with audio_filepath, duration, text")
     p.add_argument("--report", help="write per-utterance reference/hypothesis/errors (JSON lines) here")
     p.add_argument("--device", default="auto")
+    add_decoding_arguments(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("prepare", help="prepare a corpus into manifests",
@@ -103,6 +227,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None, help="synth: number of utterances to generate")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("lm", help="language models for beam search",
+                       description="Build, train and tune language models for 'transcribe/evaluate --lm'.")
+    lm = p.add_subparsers(dest="lm_command", required=True, metavar="LM_COMMAND")
+    b = lm.add_parser("build", help="build a word n-gram LM (ARPA, modified Kneser-Ney)",
+                      description="Estimate an interpolated modified Kneser-Ney n-gram model from text and write "
+                      "it as ARPA, loadable by 'asr transcribe --lm'. TEXT is a text file (one sentence per line) "
+                      "or a JSON-lines manifest (its 'text' fields).")
+    b.add_argument("text", nargs="+", help="text files or manifests")
+    b.add_argument("-o", "--output", required=True, help="ARPA file to write")
+    b.add_argument("--order", type=int, default=3, help="n-gram order (default 3)")
+    b.add_argument("--model", help="normalize the text as this model's tokenizer does (default: lower-case, "
+                   "no punctuation but apostrophes)")
+    b.set_defaults(func=cmd_lm_build)
+
+    c = lm.add_parser("train", help="train a character LSTM LM for beam-search fusion",
+                      description="Train a token-level LSTM language model over MODEL's tokenizer on TEXT (text "
+                      "files or manifests); 5%% is held out to report perplexity and bits per character. Use it "
+                      "with 'asr transcribe --lm charlm.pt' (lexicon-free beam search with shallow fusion).")
+    c.add_argument("text", nargs="+", help="text files or manifests")
+    c.add_argument("--model", required=True, help="the acoustic model whose tokens the LM predicts")
+    c.add_argument("-o", "--output", required=True, help="checkpoint to write, e.g. charlm.pt")
+    c.add_argument("--epochs", type=int, default=10)
+    c.add_argument("--hidden-size", type=int, default=256)
+    c.add_argument("--num-layers", type=int, default=1)
+    c.set_defaults(func=cmd_lm_train)
+
+    t = lm.add_parser("tune", help="search LM weight and word score on a dev manifest",
+                      description="Run the acoustic model once over MANIFEST, then beam-decode it with every "
+                      "(lm weight, word score) pair; writes the best to <LM>.params.json, which transcribe and "
+                      "evaluate use for this LM unless --lm-weight/--word-score are given.")
+    t.add_argument("model")
+    t.add_argument("manifest")
+    t.add_argument("--lm", required=True, help="the ARPA or binary KenLM model to tune")
+    t.add_argument("--lm-weights", type=float_list, default=[0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0],
+                   help="comma-separated alphas (default 0,0.25,0.5,0.75,1,1.5,2)")
+    t.add_argument("--word-scores", type=float_list, default=[-1.0, 0.0, 1.0, 2.0],
+                   help="comma-separated betas (default -1,0,1,2)")
+    t.add_argument("--beam-size", type=int, default=DecodingOptions().beam_size)
+    t.add_argument("--show", type=int, default=5, help="print this many best trials")
+    t.add_argument("--device", default="auto")
+    t.set_defaults(func=cmd_lm_tune)
     return parser
 
 

@@ -21,7 +21,8 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from asr.errors import ConfigError
+from asr.decoding import DecodeMethod, DecodingOptions
+from asr.errors import ConfigError, DecodingError
 from asr.features import AugmentConfig, FeatureConfig
 from asr.model import ModelConfig
 from asr.tokenizer import TokenizerConfig
@@ -85,6 +86,23 @@ class TrainerConfig:
 
 
 @dataclass
+class DecodeConfig:
+    """How dev sets are decoded for validation (``decode=greedy|beam``); the fields of
+    :class:`asr.decoding.DecodingOptions`."""
+
+    method: DecodeMethod = DecodeMethod.greedy
+    beam_size: int = 32
+    beam_threshold: float = 25.0
+    lm: Optional[str] = None
+    lm_weight: float = 0.5
+    word_score: float = 0.0
+
+    def to_options(self) -> DecodingOptions:
+        return DecodingOptions(method=self.method, beam_size=self.beam_size, beam_threshold=self.beam_threshold,
+                               lm=self.lm, lm_weight=self.lm_weight, word_score=self.word_score)
+
+
+@dataclass
 class TrainConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -93,6 +111,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
 
 
 def register_configs() -> None:
@@ -163,6 +182,10 @@ def validate(cfg: TrainConfig) -> None:
     for name, ok, rule in checks:
         if not ok:
             raise ConfigError(f"{name}={_value(cfg, name)!r}: {rule}")
+    try:
+        cfg.decode.to_options().validate()
+    except DecodingError as exc:
+        raise ConfigError(f"decode.{exc}") from None
     max_frames_needed = cfg.features.num_frames(int(cfg.data.max_duration * cfg.features.sample_rate))
     if cfg.data.max_frames_per_batch < max_frames_needed:
         raise ConfigError(

@@ -1,22 +1,80 @@
-"""Turn frame-level log-probabilities into token sequences.
+"""Turn frame-level log-probabilities into token sequences: greedy or beam search.
 
 Greedy CTC decoding is fully vectorized: one argmax, one mask, one transfer to Python.
+Beam search runs flashlight's CTC decoder (through torchaudio) on the CPU, lexicon-free or
+constrained by a lexicon, optionally fused with a word n-gram LM (KenLM ARPA or binary) or a
+token-level LM object (:class:`torchaudio.models.decoder.CTCDecoderLM`, e.g. the char-RNN LM).
 """
 
 from __future__ import annotations
 
+import logging
+import tempfile
 from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 
-from asr.tokenizer import BLANK_ID
+from asr.errors import DecodingError
+from asr.tokenizer import BLANK_ID, CharTokenizer, Tokenizer
+
+log = logging.getLogger(__name__)
+
+# flashlight's dictionaries split on whitespace, so the space symbol and the blank get aliases
+WORD_BOUNDARY = "|"
+BLANK_ALIAS = "<blank>"
+UNK_WORD = "<unk>"
 
 
 @dataclass(frozen=True)
 class Hypothesis:
     tokens: tuple[int, ...]  # token ids, blanks and repeats removed
     frames: tuple[int, ...]  # output frame at which each token was emitted
-    score: float  # sum of the chosen frames' log-probabilities
+    score: float  # greedy: sum of the chosen frames' log-probabilities; beam: the decoder's total score
+
+
+class DecodeMethod(str, Enum):
+    greedy = "greedy"
+    beam = "beam"
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How frame outputs become text. Beam fields are ignored by greedy decoding."""
+
+    method: DecodeMethod = DecodeMethod.greedy
+    beam_size: int = 32  # hypotheses kept after each frame
+    beam_size_token: Optional[int] = None  # tokens tried per frame (None: all)
+    beam_threshold: float = 25.0  # prune hypotheses this far below the best
+    lm: Optional[str] = None  # KenLM ARPA/binary word n-gram file, or a char LM from 'asr lm train'
+    lexicon: Optional[str] = None  # one word per line (first field); default with an LM: the LM's words
+    lm_weight: float = 0.5  # alpha
+    word_score: float = 0.0  # beta, added per word (lexicon decoding)
+    nbest: int = 1
+    log_add: bool = True  # merge equal prefixes by summing their paths (CTC prefix search), not max
+
+    def validate(self) -> None:
+        method = DecodeMethod(self.method)
+        # impossible values are errors whichever method is chosen
+        if self.beam_size < 1:
+            raise DecodingError(f"beam_size={self.beam_size}: must be at least 1")
+        if self.beam_size_token is not None and self.beam_size_token < 1:
+            raise DecodingError(f"beam_size_token={self.beam_size_token}: must be at least 1")
+        if self.nbest < 1 or self.nbest > self.beam_size:
+            raise DecodingError(f"nbest={self.nbest}: must be between 1 and beam_size ({self.beam_size})")
+        if self.beam_threshold <= 0:
+            raise DecodingError(f"beam_threshold={self.beam_threshold}: must be positive")
+        for name in ("lm", "lexicon"):
+            value = getattr(self, name)
+            if value is not None and not Path(value).is_file():
+                raise DecodingError(f"{name}={value}: file not found")
+        if method is DecodeMethod.greedy and (self.lm or self.lexicon):
+            raise DecodingError("an LM or lexicon needs beam search (decode=beam / --decode beam)")
+
+
+Decoder = Callable[[torch.Tensor, torch.Tensor], list[list[Hypothesis]]]
 
 
 def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[Hypothesis]:
@@ -46,3 +104,220 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[Hypoth
         hyps.append(Hypothesis(tuple(tokens[start:end]), tuple(cols_list[start:end]), scores[row]))
         start = end
     return hyps
+
+
+def decoder_symbols(tokenizer: Tokenizer) -> list[str]:
+    """The tokenizer's output symbols as flashlight sees them (index i = model output i)."""
+    if isinstance(tokenizer, CharTokenizer):
+        symbols = list(tokenizer.symbols)
+    else:
+        symbols = [BLANK_ALIAS] + [tokenizer.sp.id_to_piece(i) for i in range(tokenizer.sp.get_piece_size())]
+    symbols[BLANK_ID] = BLANK_ALIAS
+    return [WORD_BOUNDARY if s == " " else s for s in symbols]
+
+
+def spell(word: str, tokenizer: Tokenizer) -> list[str]:
+    """A word's spelling in decoder symbols: its characters, or its pieces. Word boundaries are
+    not spelled: the space between words is flashlight's optional silence token, so the last
+    word of an utterance needs no trailing space (our models are trained without one)."""
+    symbols = decoder_symbols(tokenizer)
+    if isinstance(tokenizer, CharTokenizer):
+        ids = [tokenizer.index.get(ch) for ch in word]
+        if None in ids:
+            missing = sorted({ch for ch, i in zip(word, ids) if i is None})
+            raise DecodingError(f"lexicon word {word!r} has characters outside the model's vocabulary: {missing}")
+        return [symbols[i] for i in ids]
+    ids = tokenizer.encode(word)
+    if tokenizer.sp.unk_id() + 1 in ids:
+        raise DecodingError(f"lexicon word {word!r} has characters outside the model's vocabulary")
+    return [symbols[i] for i in ids]
+
+
+def arpa_words(path: str | Path) -> list[str]:
+    """The unigram vocabulary of an ARPA file (sentence markers and <unk> excluded)."""
+    words, in_unigrams = [], False
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("\\"):
+                    if in_unigrams:
+                        break
+                    in_unigrams = line == "\\1-grams:"
+                    continue
+                if in_unigrams and line:
+                    parts = line.split("\t") if "\t" in line else line.split()
+                    if len(parts) < 2:
+                        raise DecodingError(f"{path}: malformed unigram line {line!r}")
+                    words.append(parts[1])
+    except UnicodeDecodeError:
+        raise DecodingError(f"{path}: not a text ARPA file; pass --lexicon with a binary KenLM model") from None
+    words = [w for w in words if w not in ("<s>", "</s>", UNK_WORD)]
+    if not words:
+        raise DecodingError(f"{path}: no unigrams found; not an ARPA language model")
+    return words
+
+
+def write_lexicon(words: list[str], tokenizer: Tokenizer, path: str | Path, skip_unspellable: bool) -> int:
+    """Write a flashlight lexicon for ``words``; returns how many words it holds."""
+    lines = []
+    for word in words:
+        try:
+            lines.append(f"{word}\t{' '.join(spell(word, tokenizer))}")
+        except DecodingError:
+            if not skip_unspellable:
+                raise
+            log.warning("LM word %r cannot be spelled with the model's tokens; left out of the lexicon", word)
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return len(lines)
+
+
+def read_lexicon_words(path: str | Path) -> list[str]:
+    """The words of a lexicon file: the first field of each line. Spellings, if present, are
+    ignored: words are always spelled with the model's own tokenizer."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DecodingError(f"{path}: lexicon is not UTF-8 text") from None
+    words = [line.split()[0] for line in lines if line.strip()]
+    if not words:
+        raise DecodingError(f"{path}: the lexicon is empty")
+    return words
+
+
+class BeamSearchDecoder:
+    """CTC prefix beam search over (B, T, V) log-probabilities, with an optional LM.
+
+    With ``lexicon`` (or a word LM, whose words become the lexicon) only lexicon words are
+    produced and ``lm_weight``/``word_score`` apply per word; without, decoding is lexicon-free
+    over the model's tokens and a token-level ``token_lm`` may be fused.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, options: DecodingOptions, token_lm: object | None = None):
+        from torchaudio.models.decoder import ctc_decoder
+
+        options.validate()
+        self.tokenizer, self.options = tokenizer, options
+        self.vocab_size = tokenizer.vocab_size
+        symbols = decoder_symbols(tokenizer)
+        if WORD_BOUNDARY not in symbols:
+            # flashlight needs a silence token; one past the model's outputs is never emitted
+            symbols = symbols + [WORD_BOUNDARY]
+        kenlm = options.lm
+        if options.lm is not None and token_lm is None and self._is_char_lm(options.lm):
+            token_lm, kenlm = self._char_lm(options.lm), None
+        with tempfile.TemporaryDirectory() as tmp:
+            lexicon = self._lexicon(kenlm, Path(tmp) / "lexicon.txt")
+            self.uses_lexicon = lexicon is not None
+            try:
+                self.decoder = ctc_decoder(
+                    lexicon=lexicon,
+                    tokens=symbols,
+                    lm=kenlm if kenlm is not None else token_lm,
+                    nbest=options.beam_size,  # all finalists: duplicates are merged in _distinct
+                    beam_size=options.beam_size,
+                    beam_size_token=options.beam_size_token,
+                    beam_threshold=options.beam_threshold,
+                    lm_weight=options.lm_weight if (kenlm or token_lm is not None) else 0.0,
+                    word_score=options.word_score,
+                    log_add=options.log_add,
+                    blank_token=BLANK_ALIAS,
+                    sil_token=WORD_BOUNDARY,
+                    unk_word=UNK_WORD,
+                )
+            except (RuntimeError, ValueError) as exc:
+                raise DecodingError(f"{options.lm or options.lexicon}: cannot load ({str(exc).splitlines()[0]})") from None
+
+    @staticmethod
+    def _is_char_lm(path: str) -> bool:
+        from asr.charlm import is_charlm
+
+        return is_charlm(path)
+
+    def _char_lm(self, path: str) -> object:
+        from asr.charlm import fusion_lm, load_charlm
+
+        lm_model, lm_tokenizer = load_charlm(path)
+        if decoder_symbols(lm_tokenizer) != decoder_symbols(self.tokenizer):
+            raise DecodingError(f"{path}: the character LM was trained with another tokenizer")
+        self._lm_model = lm_model  # kept alive as long as the decoder
+        return fusion_lm(lm_model)
+
+    def _lexicon(self, kenlm: str | None, path: Path) -> str | None:
+        """The lexicon file for flashlight: the user's words, else a word LM's words, else none."""
+        if self.options.lexicon is not None:
+            # respelled with the model's tokens; a word it cannot spell is an error
+            write_lexicon(read_lexicon_words(self.options.lexicon), self.tokenizer, path, skip_unspellable=False)
+            return str(path)
+        if kenlm is not None:
+            count = write_lexicon(arpa_words(kenlm), self.tokenizer, path, skip_unspellable=True)
+            log.info("lexicon: %d words from %s", count, kenlm)
+            return str(path)
+        return None
+
+    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Hypothesis]]:
+        """(B, T, V) log-probabilities and (B,) lengths → the n-best hypotheses of each row."""
+        emissions = log_probs.detach().float().cpu().contiguous()
+        results = self.decoder(emissions, lengths.detach().cpu().to(torch.int32))
+        return [self._distinct([self._hypothesis(r) for r in row]) for row in results]
+
+    def _distinct(self, hyps: list[Hypothesis]) -> list[Hypothesis]:
+        """The ``nbest`` best hypotheses with distinct tokens (flashlight can finish the same
+        labelling in several decoder states; the best-scoring one is kept)."""
+        seen: set[tuple[int, ...]] = set()
+        kept = []
+        for hyp in hyps:
+            if hyp.tokens not in seen:
+                seen.add(hyp.tokens)
+                kept.append(hyp)
+        return kept[: self.options.nbest]
+
+    def _hypothesis(self, result) -> Hypothesis:
+        if self.uses_lexicon:
+            # flashlight's token path can lose one letter of a doubled pair inside a lexicon word;
+            # its word sequence is authoritative, so the tokens are respelled from the words
+            # (frames are then unknown: word times come from forced alignment anyway)
+            tokens = self.tokenizer.encode(" ".join(result.words))
+            return Hypothesis(tuple(tokens), (), float(result.score))
+        tokens = result.tokens.tolist()
+        # flashlight's path has one padding step before the first frame: timestep t is frame t - 1
+        frames = [t - 1 for t in result.timesteps.tolist()]
+        # the added silence token is not output; nor are word boundaries at either end
+        kept = [(t, f) for t, f in zip(tokens, frames) if t < self.vocab_size]
+        while kept and self._is_boundary(kept[0][0]):
+            kept.pop(0)
+        while kept and self._is_boundary(kept[-1][0]):
+            kept.pop()
+        return Hypothesis(tuple(t for t, _ in kept), tuple(f for _, f in kept), float(result.score))
+
+    def _is_boundary(self, token: int) -> bool:
+        return isinstance(self.tokenizer, CharTokenizer) and self.tokenizer.symbols[token] == " "
+
+
+class CudaBeamSearchDecoder:
+    """torchaudio's CUDA CTC beam search (no LM, no lexicon): the whole batch decodes on the GPU.
+    It reports no emission frames; word times come from forced alignment as for any decoder."""
+
+    def __init__(self, tokenizer: Tokenizer, options: DecodingOptions):
+        from torchaudio.models.decoder import cuda_ctc_decoder
+
+        options.validate()
+        self.options = options
+        self.decoder = cuda_ctc_decoder(decoder_symbols(tokenizer), nbest=options.nbest, beam_size=options.beam_size)
+
+    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Hypothesis]]:
+        results = self.decoder(log_probs.float().contiguous(), lengths.to(log_probs.device, torch.int32))
+        return [[Hypothesis(tuple(h.tokens), (), float(h.score)) for h in row] for row in results]
+
+
+def build_decoder(
+    tokenizer: Tokenizer, options: DecodingOptions, token_lm: object | None = None, device: str | torch.device = "cpu"
+) -> Decoder:
+    """A function from ((B, T, V) log-probs, (B,) lengths) to n-best hypothesis lists. Beam search
+    without LM or lexicon runs on the GPU when ``device`` is CUDA, on the CPU otherwise."""
+    options.validate()
+    if DecodeMethod(options.method) is DecodeMethod.greedy:
+        return lambda log_probs, lengths: [[h] for h in greedy_decode(log_probs, lengths)]
+    if torch.device(device).type == "cuda" and options.lm is None and options.lexicon is None and token_lm is None:
+        return CudaBeamSearchDecoder(tokenizer, options)
+    return BeamSearchDecoder(tokenizer, options, token_lm)

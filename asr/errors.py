@@ -27,3 +27,7 @@ class CheckpointError(AsrError):
 
 class TokenizerError(AsrError):
     """A tokenizer cannot be trained or does not fit the text."""
+
+
+class DecodingError(AsrError):
+    """Decoding options, a language model or a lexicon are unusable."""

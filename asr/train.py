@@ -29,6 +29,7 @@ from asr.errors import ConfigError
 from asr.features import FeatureExtractor, feature_stats
 from asr.model import AcousticModel, ctc_loss
 from asr.tokenizer import Tokenizer, tokenizer_from_dict, train_tokenizer
+from asr.decoding import build_decoder
 from asr.transcribe import recognize_dataset
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ class Trainer:
 
         self.train_set = SpeechDataset(train_utts, self.extractor, self.tokenizer, cfg.augment, cfg.trainer.seed)
         self.dev_set = SpeechDataset(dev_utts, self.extractor, self.tokenizer)
+        self.decoder = build_decoder(self.tokenizer, cfg.decode.to_options(), device=self.device)
         self.sampler = BucketBatchSampler(
             self.train_set.num_frames(), cfg.data.max_frames_per_batch, cfg.data.num_buckets, True, cfg.trainer.seed
         )
@@ -248,7 +250,10 @@ class Trainer:
             fps = total_frames / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{total_loss / max(1, batches):.3f}", frames_s=f"{fps:.0f}")
         elapsed = time.perf_counter() - start
-        dev = recognize_dataset(self.model, self.dev_set, self.tokenizer, self.cfg.data.max_frames_per_batch, self.device, self.amp_dtype)
+        dev = recognize_dataset(
+            self.model, self.dev_set, self.tokenizer, self.cfg.data.max_frames_per_batch, self.device, self.amp_dtype,
+            decoder=self.decoder,
+        )
         return EpochResult(total_loss / max(1, batches), total_frames / max(elapsed, 1e-9), dev.wer, dev.cer)
 
     def _train_step(self, batch) -> float | None:

@@ -16,10 +16,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from asr.alignment import WordTiming, word_timings
 from asr.audio import audio_info
 from asr.checkpoint import build_components, load_checkpoint
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest
-from asr.decoding import Hypothesis, greedy_decode
+from asr.decoding import Decoder, DecodingOptions, Hypothesis, build_decoder, greedy_decode
 from asr.features import FeatureExtractor
 from asr.model import AcousticModel
 from asr.scoring import ErrorRates
@@ -36,6 +37,15 @@ class Transcript:
     text: str
     duration: float
     score: float
+    alternatives: tuple[tuple[str, float], ...] = ()  # n-best (text, score), best first, when asked for
+    words: tuple[WordTiming, ...] = ()  # with timestamps=True
+
+
+@dataclass(frozen=True)
+class Recognition:
+    index: int  # position in the dataset
+    nbest: list[Hypothesis]  # best first
+    log_probs: torch.Tensor | None  # (T', V) valid frames, when asked for (alignment, LM tuning)
 
 
 def iter_hypotheses(
@@ -46,9 +56,12 @@ def iter_hypotheses(
     amp_dtype: torch.dtype = torch.float32,
     num_workers: int = 0,
     progress: str | None = None,
-) -> Iterator[tuple[int, Hypothesis]]:
-    """Greedy hypotheses for every utterance of ``dataset`` as (index, hypothesis), batched by
-    length under ``max_frames`` padded frames."""
+    decoder: Decoder | None = None,
+    keep_log_probs: bool = False,
+) -> Iterator[Recognition]:
+    """A :class:`Recognition` for every utterance of ``dataset``, batched by length under
+    ``max_frames`` padded frames; ``decoder`` defaults to greedy decoding."""
+    decoder = decoder or (lambda log_probs, lengths: [[h] for h in greedy_decode(log_probs, lengths)])
     device = torch.device(device)
     sampler = BucketBatchSampler(dataset.num_frames(), max(max_frames, max(dataset.num_frames())), shuffle=False)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
@@ -59,7 +72,10 @@ def iter_hypotheses(
         with torch.inference_mode(), autocast:
             for batch in tqdm(loader, desc=progress, disable=True if progress is None else None, leave=False):
                 log_probs, out_lengths = model(batch.features.to(device), batch.lengths)
-                yield from zip(batch.indices, greedy_decode(log_probs, out_lengths))
+                log_probs = log_probs.float()
+                for row, (index, nbest) in enumerate(zip(batch.indices, decoder(log_probs, out_lengths))):
+                    kept = log_probs[row, : out_lengths[row]].cpu() if keep_log_probs else None
+                    yield Recognition(index, nbest, kept)
     finally:
         model.train(was_training)
 
@@ -72,13 +88,13 @@ def recognize_dataset(
     device: torch.device | str = "cpu",
     amp_dtype: torch.dtype = torch.float32,
     progress: str | None = None,
+    decoder: Decoder | None = None,
 ) -> ErrorRates:
-    """Decode ``dataset`` and score it against its (normalized) transcripts."""
+    """Decode ``dataset`` (greedy unless ``decoder`` is given) and score it against its
+    (normalized) transcripts."""
     rates = ErrorRates()
-    results = dict(
-        (i, tokenizer.decode(h.tokens))
-        for i, h in iter_hypotheses(model, dataset, max_frames, device, amp_dtype, progress=progress)
-    )
+    hypotheses = iter_hypotheses(model, dataset, max_frames, device, amp_dtype, progress=progress, decoder=decoder)
+    results = {r.index: tokenizer.decode(r.nbest[0].tokens).strip() for r in hypotheses}
     for i, utt in enumerate(dataset.utterances):
         rates.add(str(utt.audio_filepath), tokenizer.normalize(utt.text), results[i])
     return rates
@@ -87,16 +103,24 @@ def recognize_dataset(
 class Recognizer:
     """A trained model ready to transcribe: acoustic model + feature extractor + tokenizer."""
 
-    def __init__(self, model: AcousticModel, extractor: FeatureExtractor, tokenizer: Tokenizer, device: str = "auto"):
+    def __init__(
+        self,
+        model: AcousticModel,
+        extractor: FeatureExtractor,
+        tokenizer: Tokenizer,
+        device: str = "auto",
+        options: DecodingOptions = DecodingOptions(),
+    ):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.extractor, self.tokenizer = extractor, tokenizer
+        self.extractor, self.tokenizer, self.options = extractor, tokenizer, options
+        self.decoder = build_decoder(tokenizer, options, device=self.device)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> Recognizer:
-        return cls(*build_components(load_checkpoint(path), path), device=device)
+    def load(cls, path: str | Path, device: str = "auto", options: DecodingOptions = DecodingOptions()) -> Recognizer:
+        return cls(*build_components(load_checkpoint(path), path), device=device, options=options)
 
     @property
     def sample_rate(self) -> int:
@@ -109,22 +133,133 @@ class Recognizer:
         batch = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(self.device)
         with torch.inference_mode():
             log_probs, out_lengths = self.model(batch, lengths)
-        return [self.tokenizer.decode(h.tokens) for h in greedy_decode(log_probs, out_lengths)]
+        return [self.tokenizer.decode(nbest[0].tokens).strip() for nbest in self.decoder(log_probs, out_lengths)]
 
-    def transcribe_files(self, paths: Sequence[str | Path], max_frames: int = DEFAULT_BATCH_FRAMES) -> list[Transcript]:
-        """Transcribe audio files (any format and rate) in length-sorted batches, input order kept."""
+    @property
+    def seconds_per_frame(self) -> float:
+        """Duration of one model output frame: feature hop times the subsampling factor."""
+        return self.extractor.cfg.hop_ms / 1000 * self.model.cfg.subsampling_factor
+
+    def transcribe_files(
+        self, paths: Sequence[str | Path], max_frames: int = DEFAULT_BATCH_FRAMES, timestamps: bool = False
+    ) -> list[Transcript]:
+        """Transcribe audio files (any format and rate) in length-sorted batches, input order kept.
+        With ``timestamps``, each transcript carries its words' times and confidences."""
         utts = [Utterance(Path(p), audio_info(p)[1], "") for p in paths]
-        return self._transcribe(utts, max_frames, "transcribe" if len(utts) > 1 else None)
+        return self.transcribe_utterances(utts, max_frames, timestamps)
+
+    def transcribe_utterances(
+        self, utts: Sequence[Utterance], max_frames: int = DEFAULT_BATCH_FRAMES, timestamps: bool = False
+    ) -> list[Transcript]:
+        """Like :meth:`transcribe_files` for manifest entries (segments of files via ``offset``);
+        word times count from the start of the file."""
+        dataset = SpeechDataset(list(utts), self.extractor)
+        progress = "transcribe" if len(utts) > 1 else None
+        recognitions = iter_hypotheses(
+            self.model, dataset, max_frames, self.device, progress=progress, decoder=self.decoder,
+            keep_log_probs=timestamps,
+        )
+        transcripts: dict[int, Transcript] = {}
+        for r in recognitions:
+            utt = utts[r.index]
+            nbest = [(self.tokenizer.decode(h.tokens).strip(), h.score) for h in r.nbest]
+            words: tuple[WordTiming, ...] = ()
+            if timestamps:
+                offset = utt.offset or 0.0
+                words = tuple(word_timings(r.log_probs, r.nbest[0].tokens, self.tokenizer, self.seconds_per_frame,
+                                           offset, end=offset + utt.duration))
+            alternatives = tuple(nbest) if len(nbest) > 1 else ()
+            transcripts[r.index] = Transcript(str(utt.audio_filepath), nbest[0][0], utt.duration, nbest[0][1], alternatives, words)
+        return [transcripts[i] for i in range(len(utts))]
 
     def evaluate(self, manifest: str | Path, max_frames: int = DEFAULT_BATCH_FRAMES) -> ErrorRates:
         """Score a manifest: WER/CER against its normalized transcripts."""
         dataset = SpeechDataset(read_manifest(manifest), self.extractor)
-        return recognize_dataset(self.model, dataset, self.tokenizer, max_frames, self.device, progress="evaluate")
+        return recognize_dataset(
+            self.model, dataset, self.tokenizer, max_frames, self.device, progress="evaluate", decoder=self.decoder
+        )
 
-    def _transcribe(self, utts: list[Utterance], max_frames: int, progress: str | None) -> list[Transcript]:
-        dataset = SpeechDataset(utts, self.extractor)
-        results: dict[int, Hypothesis] = dict(iter_hypotheses(self.model, dataset, max_frames, self.device, progress=progress))
-        return [
-            Transcript(str(u.audio_filepath), self.tokenizer.decode(results[i].tokens), u.duration, results[i].score)
-            for i, u in enumerate(utts)
-        ]
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".sph", ".nist", ".aif", ".aiff", ".au", ".caf", ".w64"}
+
+
+def collect_inputs(inputs: Sequence[str | Path]) -> list[Utterance]:
+    """Audio files, folders (searched recursively for audio by suffix) and JSON-lines manifests
+    (their entries, ``offset``/``duration`` segments included) as one list of utterances."""
+    utts: list[Utterance] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files = sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+            if not files:
+                log.warning("%s: no audio files found in this folder", item)
+            utts.extend(Utterance(p, audio_info(p)[1], "") for p in files)
+        elif item.suffix in (".jsonl", ".json"):
+            utts.extend(read_manifest(item))
+        else:
+            utts.append(Utterance(item, audio_info(item)[1], ""))
+    return utts
+
+
+LONG_AUDIO_SECONDS = 40.0  # longer files are transcribed in overlapping windows
+
+
+def windows(duration: float, window: float, overlap: float) -> list[tuple[float, float, float, float]]:
+    """Cover [0, duration] with windows of ``window`` seconds overlapping by ``overlap``.
+
+    Returns (start, length, keep_from, keep_to) per window: a word belongs to the window whose
+    keep range [keep_from, keep_to) holds its start; keep ranges tile the audio exactly, and
+    each border sits in the middle of an overlap, where both windows have context."""
+    if overlap < 0 or window <= 2 * overlap:
+        raise ValueError(f"window ({window}s) must be longer than twice the overlap ({overlap}s)")
+    step = window - overlap
+    starts = [0.0]
+    while starts[-1] + window < duration:
+        starts.append(starts[-1] + step)
+    result = []
+    for i, start in enumerate(starts):
+        keep_from = 0.0 if i == 0 else start + overlap / 2
+        keep_to = duration + 1.0 if i == len(starts) - 1 else start + step + overlap / 2
+        result.append((start, min(window, duration - start), keep_from, keep_to))
+    return result
+
+
+def stitch(pieces: Sequence[tuple[Transcript, float, float]], key: str, duration: float) -> Transcript:
+    # the score of a stitched transcript is the sum of its windows' scores (overlaps counted twice)
+    """Join window transcripts (each with its keep range) into one: a word belongs to the window
+    whose keep range holds its start. (Starts, the first token's onset, are what CTC places well;
+    ends stretch over the frames a peaky model leaves to its last token.)"""
+    words = [
+        w for t, keep_from, keep_to in pieces for w in t.words if keep_from <= w.start < keep_to
+    ]
+    return Transcript(key, " ".join(w.word for w in words), duration, sum(t.score for t, _, _ in pieces), (), tuple(words))
+
+
+def transcribe_long(
+    recognizer: Recognizer, utt: Utterance, window: float = 30.0, overlap: float = 4.0,
+    max_frames: int = DEFAULT_BATCH_FRAMES,
+) -> Transcript:
+    """Transcribe a long file (or manifest segment) in bounded memory: overlapping windows read
+    straight from the file (never the whole waveform), decoded in batches, stitched with word
+    times counted from the start of the file."""
+    base = utt.offset or 0.0
+    plan = windows(utt.duration, window, overlap)
+    parts = [Utterance(utt.audio_filepath, length, "", offset=base + start) for start, length, _, _ in plan]
+    pieces = recognizer.transcribe_utterances(parts, max_frames, timestamps=True)
+    keeps = [(t, base + keep_from, base + keep_to) for t, (_, _, keep_from, keep_to) in zip(pieces, plan)]
+    return stitch(keeps, str(utt.audio_filepath), utt.duration)
+
+
+def transcribe_all(
+    recognizer: Recognizer, utts: Sequence[Utterance], timestamps: bool = False,
+    long_audio: float = LONG_AUDIO_SECONDS, window: float = 30.0, overlap: float = 4.0,
+) -> list[Transcript]:
+    """Transcribe any mix of short and long inputs in input order: short ones batched together,
+    each one longer than ``long_audio`` seconds in overlapping windows (:func:`transcribe_long`)."""
+    short = [i for i, u in enumerate(utts) if u.duration <= long_audio]
+    results: dict[int, Transcript] = dict(zip(short, recognizer.transcribe_utterances([utts[i] for i in short],
+                                                                                    timestamps=timestamps)))
+    for i, utt in enumerate(utts):
+        if i not in results:
+            log.info("%s: %.0f s, transcribed in %.0f s windows", utt.audio_filepath, utt.duration, window)
+            results[i] = transcribe_long(recognizer, utt, window, overlap)
+    return [results[i] for i in range(len(utts))]

@@ -34,6 +34,9 @@ def test_overrides_and_group_choices():
         ("model.dropout=1.5", "model.dropout=1.5"),
         ("data.max_frames_per_batch=100", "data.max_frames_per_batch=100: smaller than one utterance"),
         ("model=nosuch", "Could not find 'model/nosuch' (available in 'model': bilstm_small, ds2_5x1024)"),
+        ("decode.beam_size=0", "decode.beam_size=0: must be at least 1"),
+        ("decode.method=fast", "decode.method: Invalid value 'fast', expected one of [greedy, beam]"),
+        ("decode.lm=/nonexistent/lm.arpa", "decode.lm=/nonexistent/lm.arpa: file not found"),
     ],
 )
 def test_bad_config_values_name_the_field(override, message):

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The embedded default recipe: multi-voice English speech from espeak-ng, no download.
 #   bash recipes/synth/run.sh [--stage N] [--stop-stage N] [--force] [hydra overrides...]
-# Stages: 0 generate the corpus (data/), 1 train (exp/model.pt), 2 score dev and test
-# (exp/<set>.wer, exp/<set>.errors.jsonl), 3 transcribe an example file.
+# Stages: 0 generate the corpus (data/), 1 train (exp/model.pt), 2 build a trigram LM from the
+# training text and tune its weights on dev (exp/lm.arpa, exp/lm.arpa.params.json), 3 score dev
+# and test greedy (exp/<set>.wer) and with beam search + LM (exp/<set>.lm.wer), per-utterance
+# errors in exp/<set>[.lm].errors.jsonl, 4 transcribe an example file with word timestamps.
 # Environment: SYNTH_SIZE (utterances to generate, default 3000).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -17,19 +19,28 @@ train() {
     trainer.output_dir=exp "${overrides[@]}"
 }
 
+language_model() {
+  asr lm build data/train.jsonl --order 3 --model exp/model.pt -o exp/lm.arpa
+  asr lm tune exp/model.pt data/dev.jsonl --lm exp/lm.arpa
+}
+
 score() {
   for set in dev test; do
     asr evaluate exp/model.pt "data/$set.jsonl" --report "exp/$set.errors.jsonl" | tee "exp/$set.wer"
+    asr evaluate exp/model.pt "data/$set.jsonl" --lm exp/lm.arpa --report "exp/$set.lm.errors.jsonl" \
+      | tee "exp/$set.lm.wer"
   done
 }
 
 example() {
   echo "example: data/wav/test-00000.wav, reference: $(head -n 1 data/test.jsonl)"
-  asr transcribe exp/model.pt data/wav/test-00000.wav --format json
+  asr transcribe exp/model.pt data/wav/test-00000.wav --lm exp/lm.arpa --format json
 }
 
 run_stage 0 data generate
 run_stage 1 train train
-run_stage 2 score score
-run_stage 3 example example
-echo "held-out-voice test set: $(tail -n 1 exp/test.wer 2>/dev/null || echo 'not scored yet')"
+run_stage 2 lm language_model
+run_stage 3 score score
+run_stage 4 example example
+echo "held-out-voice test set, greedy: $(tail -n 1 exp/test.wer 2>/dev/null || echo 'not scored yet')"
+echo "held-out-voice test set, beam + LM: $(tail -n 1 exp/test.lm.wer 2>/dev/null || echo 'not scored yet')"

@@ -1,0 +1,136 @@
+"""Transcript output formats: txt, json, srt, vtt, tsv; one file per input, written atomically.
+
+Words (with times and confidences) are grouped into subtitle segments that break at pauses,
+at a maximum line length and at a maximum duration, the conventions subtitle players expect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from asr.alignment import WordTiming
+
+if TYPE_CHECKING:
+    from asr.transcribe import Transcript
+
+
+class OutputFormat(str, Enum):
+    txt = "txt"
+    json = "json"
+    srt = "srt"
+    vtt = "vtt"
+    tsv = "tsv"
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float
+    end: float
+    text: str
+    words: tuple[WordTiming, ...]
+
+
+def segment_words(
+    words: Sequence[WordTiming], max_gap: float = 0.8, max_chars: int = 42, max_seconds: float = 6.0
+) -> list[Segment]:
+    """Group words into segments: a new one after a pause longer than ``max_gap`` seconds, or
+    when the text would pass ``max_chars`` characters or the span ``max_seconds``."""
+    segments: list[Segment] = []
+    current: list[WordTiming] = []
+
+    def flush() -> None:
+        if current:
+            text = " ".join(w.word for w in current)
+            segments.append(Segment(current[0].start, current[-1].end, text, tuple(current)))
+            current.clear()
+
+    for word in words:
+        if current:
+            text_len = sum(len(w.word) + 1 for w in current) + len(word.word)
+            if word.start - current[-1].end > max_gap or text_len > max_chars or word.end - current[0].start > max_seconds:
+                flush()
+        current.append(word)
+    flush()
+    return segments
+
+
+def timestamp(seconds: float, decimal: str) -> str:
+    """HH:MM:SS,mmm (srt) or HH:MM:SS.mmm (vtt)."""
+    millis = int(round(max(seconds, 0.0) * 1000))
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal}{millis:03d}"
+
+
+def to_json(t: Transcript) -> dict:
+    record: dict = {"audio_filepath": t.key, "text": t.text, "duration": round(t.duration, 3)}
+    if t.words:
+        record["segments"] = [
+            {
+                "start": s.start,
+                "end": s.end,
+                "text": s.text,
+                "words": [
+                    {"word": w.word, "start": w.start, "end": w.end, "confidence": round(w.confidence, 4)}
+                    for w in s.words
+                ],
+            }
+            for s in segment_words(t.words)
+        ]
+    if t.alternatives:
+        record["nbest"] = [{"text": text, "score": round(score, 4)} for text, score in t.alternatives]
+    return record
+
+
+def render(t: Transcript, fmt: OutputFormat) -> str:
+    """One transcript as a complete document in ``fmt``."""
+    fmt = OutputFormat(fmt)
+    if fmt is OutputFormat.txt:
+        return t.text + "\n"
+    if fmt is OutputFormat.json:
+        return json.dumps(to_json(t), ensure_ascii=False) + "\n"
+    segments = segment_words(t.words)
+    if fmt is OutputFormat.tsv:
+        rows = ["start\tend\ttext"] + [f"{round(s.start * 1000)}\t{round(s.end * 1000)}\t{s.text}" for s in segments]
+        return "\n".join(rows) + "\n"
+    if fmt is OutputFormat.srt:
+        cues = [
+            f"{i}\n{timestamp(s.start, ',')} --> {timestamp(s.end, ',')}\n{s.text}\n" for i, s in enumerate(segments, 1)
+        ]
+        return "\n".join(cues)
+    cues = [f"{timestamp(s.start, '.')} --> {timestamp(s.end, '.')}\n{s.text}\n" for s in segments]
+    return "WEBVTT\n\n" + "\n".join(cues)
+
+
+def output_paths(keys: Sequence[str], output_dir: str | Path, fmt: OutputFormat) -> list[Path]:
+    """``<output_dir>/<stem>.<fmt>`` per input; inputs sharing a stem get their parent folder's
+    name in front (``<parent>_<stem>``) so no output overwrites another."""
+    output_dir = Path(output_dir)
+    stems = [Path(k).stem for k in keys]
+    paths = []
+    for key, stem in zip(keys, stems):
+        name = stem if stems.count(stem) == 1 else f"{Path(key).parent.name}_{stem}"
+        paths.append(output_dir / f"{name}.{OutputFormat(fmt).value}")
+    counts = Counter(paths)
+    return [output_dir / f"{i:05d}_{p.name}" if counts[p] > 1 else p for i, p in enumerate(paths)]
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,141 @@
+"""Word timestamps, subtitles and the other output formats."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from asr.alignment import WordTiming, word_timings
+from asr.outputs import OutputFormat, output_paths, render, segment_words, timestamp
+from asr.tokenizer import CharTokenizer, TextNormalization
+from asr.transcribe import Recognizer, Transcript
+from conftest import run_cli
+
+SRT_CUE = re.compile(r"^(\d+)\n(\d\d:\d\d:\d\d,\d{3}) --> (\d\d:\d\d:\d\d,\d{3})\n(.+)$")
+VTT_CUE = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3}) --> (\d\d:\d\d:\d\d\.\d{3})\n(.+)$")
+
+
+def seconds(stamp: str) -> float:
+    h, m, s = stamp.replace(",", ".").split(":")
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def test_word_times_follow_the_frames_and_the_subsampling():
+    tokenizer = CharTokenizer(sorted("ab "), TextNormalization())
+    a, b, space = (tokenizer.index[c] for c in "ab ")
+    path = [0, a, a, 0, 0, space, 0, b, 0, 0]  # "a" at frames 1-2, "b" at frame 7
+    log_probs = torch.full((len(path), tokenizer.vocab_size), -20.0)
+    for t, token in enumerate(path):
+        log_probs[t, token] = 0.0
+    words = word_timings(log_probs.log_softmax(-1), (a, space, b), tokenizer, seconds_per_frame=0.04, offset=1.0)
+    assert [w.word for w in words] == ["a", "b"]
+    assert words[0].start == pytest.approx(1.04) and words[0].end == pytest.approx(1.12)
+    assert words[1].start == pytest.approx(1.28) and words[1].end == pytest.approx(1.32)
+    assert all(w.confidence > 0.99 for w in words)
+
+
+def test_segments_break_at_pauses_and_length():
+    words = [WordTiming("one", 0.0, 0.3, 1.0), WordTiming("two", 0.4, 0.7, 1.0), WordTiming("three", 2.0, 2.4, 1.0)]
+    segments = segment_words(words, max_gap=0.8)
+    assert [s.text for s in segments] == ["one two", "three"]
+    assert [len(s.text) for s in segment_words(words * 10, max_chars=20)] and all(
+        len(s.text) <= 20 for s in segment_words(words * 10, max_chars=20)
+    )
+    assert timestamp(3725.5, ",") == "01:02:05,500"
+
+
+def test_srt_vtt_tsv_are_well_formed():
+    words = tuple(WordTiming(w, i * 0.5, i * 0.5 + 0.3, 0.9) for i, w in enumerate("a b c d".split()))
+    t = Transcript("x.wav", "a b c d", 2.0, -1.0, (), words)
+    srt_cues = render(t, OutputFormat.srt).strip().split("\n\n")
+    for number, cue in enumerate(srt_cues, 1):
+        m = SRT_CUE.match(cue)
+        assert m and int(m.group(1)) == number and seconds(m.group(2)) < seconds(m.group(3))
+    vtt = render(t, OutputFormat.vtt)
+    assert vtt.startswith("WEBVTT\n\n")
+    assert all(VTT_CUE.match(cue) for cue in vtt[len("WEBVTT\n\n"):].strip().split("\n\n"))
+    tsv = render(t, OutputFormat.tsv).splitlines()
+    assert tsv[0] == "start\tend\ttext" and tsv[1] == "0\t1800\ta b c d"
+    record = json.loads(render(t, OutputFormat.json))
+    assert [w["word"] for s in record["segments"] for w in s["words"]] == ["a", "b", "c", "d"]
+
+
+def test_output_names_never_collide(tmp_path):
+    keys = ["a/x.wav", "b/x.wav", "c/y.flac"]
+    assert [p.name for p in output_paths(keys, tmp_path, OutputFormat.srt)] == ["a_x.srt", "b_x.srt", "y.srt"]
+
+
+def test_real_timestamps_are_monotonic_and_inside_the_audio(trained_tiny):
+    model_path, manifest, _ = trained_tiny
+    recognizer = Recognizer.load(model_path, "cpu")
+    from asr.data import read_manifest
+
+    utts = read_manifest(manifest)[:4]
+    for utt, t in zip(utts, recognizer.transcribe_utterances(utts, timestamps=True)):
+        assert " ".join(w.word for w in t.words) == t.text
+        ends = [0.0] + [x for w in t.words for x in (w.start, w.end)]
+        assert ends == sorted(ends) and ends[-1] <= utt.duration + 1e-6
+        assert all(0.0 <= w.confidence <= 1.0 for w in t.words)
+
+
+def test_cli_writes_one_subtitle_file_per_input(trained_tiny, tmp_path):
+    model_path, manifest, _ = trained_tiny
+    out = tmp_path / "subs"
+    result = run_cli("transcribe", str(model_path), str(manifest), "--format", "srt", "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr
+    files = sorted(out.iterdir())
+    assert len(files) == len(manifest.read_text().splitlines())
+    assert all(SRT_CUE.match(f.read_text().strip().split("\n\n")[0]) for f in files)
+    bad = run_cli("transcribe", str(model_path), str(manifest), "--format", "srt")
+    assert bad.returncode == 2 and "needs --output-dir" in bad.stderr
+
+
+def test_windows_tile_the_audio_exactly():
+    from asr.transcribe import windows
+
+    plan = windows(100.0, 30.0, 4.0)
+    assert plan[0][0] == 0.0 and plan[0][2] == 0.0
+    for (s1, l1, _, to1), (s2, _, from2, _) in zip(plan, plan[1:]):
+        assert to1 == from2 and s2 < s1 + l1  # keep ranges meet; windows overlap
+        assert s2 + 2.0 == pytest.approx(from2)  # the border is mid-overlap
+    assert plan[-1][0] + plan[-1][1] == pytest.approx(100.0) and plan[-1][3] > 100.0
+    assert windows(10.0, 30.0, 4.0) == [(0.0, 10.0, 0.0, 11.0)]
+
+
+def test_stitching_keeps_each_word_of_the_overlaps_once():
+    from asr.transcribe import stitch, windows
+
+    truth = [WordTiming(f"w{i}", i * 0.7, i * 0.7 + 0.4, 1.0) for i in range(40)]  # 28 s of words
+    plan = windows(28.0, 8.0, 2.0)
+    pieces = []
+    for start, length, keep_from, keep_to in plan:
+        seen = tuple(w for w in truth if w.start >= start and w.end <= start + length)  # words fully inside
+        pieces.append((Transcript("x", "", length, 0.0, (), seen), keep_from, keep_to))
+    assert [w.word for w in stitch(pieces, "x", 28.0).words] == [w.word for w in truth]
+
+
+def test_long_audio_in_windows_matches_one_pass(trained_tiny, tmp_path):
+    """Six real recordings joined into one ~36 s file: overlapping windows read from the file give
+    the words of a single pass over the whole file, with increasing times."""
+    import numpy as np
+    import soundfile as sf
+
+    from asr.data import Utterance, read_manifest
+    from asr.transcribe import transcribe_long
+
+    model_path, manifest, _ = trained_tiny
+    recognizer = Recognizer.load(model_path, "cpu")
+    utts = read_manifest(manifest)[:6]
+    pieces = [sf.read(u.audio_filepath, dtype="float32")[0] for u in utts]
+    rate = sf.info(utts[0].audio_filepath).samplerate
+    joined = tmp_path / "long.wav"
+    sf.write(joined, np.concatenate(pieces), rate)
+    duration = sum(len(p) for p in pieces) / rate
+    whole = recognizer.transcribe_utterances([Utterance(joined, duration, "")])[0]
+    long = transcribe_long(recognizer, Utterance(joined, duration, ""), window=12.0, overlap=4.0)
+    assert long.text == whole.text and len(long.words) > 30
+    starts = [w.start for w in long.words]
+    assert starts == sorted(starts) and long.words[-1].end <= duration + 1e-6

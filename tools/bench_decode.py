@@ -1,0 +1,94 @@
+"""Decoder comparison on identical model outputs: WER, utterances/s and real-time factor.
+
+    python tools/bench_decode.py MODEL MANIFEST --lm LM.arpa [--beam-size 32] [--limit N]
+        [--pyctcdecode]
+
+The acoustic model runs once; every decoder then decodes the same cached (T', V)
+log-probabilities, one utterance at a time, so the timings are decoding only. RTF is decoding
+seconds / audio seconds. Rows: greedy, beam (no LM), beam + n-gram LM (the tuned weights from
+``asr lm tune`` when present), and with --pyctcdecode, pyctcdecode with the same ARPA file and
+beam width (needs ``pip install pyctcdecode kenlm``; not a dependency of asr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from asr.data import read_manifest  # noqa: E402
+from asr.decoding import BeamSearchDecoder, DecodeMethod, DecodingOptions, greedy_decode  # noqa: E402
+from asr.scoring import ErrorRates  # noqa: E402
+from asr.transcribe import Recognizer  # noqa: E402
+from asr.tuning import cache_log_probs, tuned_params  # noqa: E402
+
+
+def run(name, decode_one, log_probs, references, audio_seconds):
+    rates = ErrorRates()
+    start = time.perf_counter()
+    texts = [decode_one(lp) for lp in log_probs]
+    seconds = time.perf_counter() - start
+    for i, (ref, hyp) in enumerate(zip(references, texts)):
+        rates.add(str(i), ref, hyp)
+    return name, rates.wer, rates.cer, len(log_probs) / seconds, seconds / audio_seconds
+
+
+def pyctcdecode_decoder(recognizer: Recognizer, lm: str, alpha: float, beta: float, beam_size: int):
+    from pyctcdecode import build_ctcdecoder
+
+    labels = [""] + [s for s in recognizer.tokenizer.symbols[1:]]
+    decoder = build_ctcdecoder(labels, kenlm_model_path=lm, alpha=alpha, beta=beta)
+    return lambda lp: decoder.decode(lp.numpy(), beam_width=beam_size).strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("manifest")
+    parser.add_argument("--lm", required=True)
+    parser.add_argument("--beam-size", type=int, default=32)
+    parser.add_argument("--limit", type=int, default=0, help="use the first N utterances (0: all)")
+    parser.add_argument("--pyctcdecode", action="store_true", help="add pyctcdecode with the same LM and beam")
+    args = parser.parse_args()
+
+    recognizer = Recognizer.load(args.model, "cpu")
+    log_probs, references = cache_log_probs(recognizer, args.manifest)
+    utts = read_manifest(args.manifest)
+    if args.limit:
+        log_probs, references, utts = log_probs[: args.limit], references[: args.limit], utts[: args.limit]
+    audio_seconds = sum(u.duration for u in utts)
+    tok = recognizer.tokenizer
+    weights = tuned_params(args.lm) or {"lm_weight": DecodingOptions().lm_weight, "word_score": 0.0}
+    beam = DecodingOptions(method=DecodeMethod.beam, beam_size=args.beam_size)
+    no_lm = BeamSearchDecoder(tok, beam)
+    with_lm = BeamSearchDecoder(tok, DecodingOptions(method=DecodeMethod.beam, beam_size=args.beam_size, lm=args.lm, **weights))
+
+    def one(decoder):
+        return lambda lp: tok.decode(decoder(lp.unsqueeze(0), torch.tensor([lp.shape[0]]))[0][0].tokens).strip()
+
+    rows = [
+        run("greedy", lambda lp: tok.decode(greedy_decode(lp.unsqueeze(0), torch.tensor([lp.shape[0]]))[0].tokens).strip(),
+            log_probs, references, audio_seconds),
+        run(f"beam {args.beam_size}", one(no_lm), log_probs, references, audio_seconds),
+        run(f"beam {args.beam_size} + n-gram", one(with_lm), log_probs, references, audio_seconds),
+    ]
+    if args.pyctcdecode:
+        decode = pyctcdecode_decoder(recognizer, args.lm, weights["lm_weight"], weights["word_score"], args.beam_size)
+        rows.append(run(f"pyctcdecode {args.beam_size} + n-gram", decode, log_probs, references, audio_seconds))
+
+    print(f"command: {' '.join(sys.argv)}")
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
+          f"{len(log_probs)} utterances, {audio_seconds:.1f} s of audio; LM weights {weights}")
+    print(f"{'decoder':<28} {'WER':>7} {'CER':>7} {'utt/s':>9} {'RTF':>9}")
+    for name, wer, cer, ups, rtf in rows:
+        print(f"{name:<28} {wer:>7.2f} {cer:>7.2f} {ups:>9.1f} {rtf:>9.5f}")
+
+
+if __name__ == "__main__":
+    main()
