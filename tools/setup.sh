@@ -23,4 +23,6 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
-echo "setup: ready ($(.venv/bin/python -c 'import torch, torchaudio; print("torch", torch.__version__, "torchaudio", torchaudio.__version__)'))"
+# Fail here, not in the first test, when the installed torch and torchaudio do not load together.
+versions="$(.venv/bin/python -c 'import torch, torchaudio, torchaudio.functional; print("torch", torch.__version__, "torchaudio", torchaudio.__version__)')"
+echo "setup: ready ($versions)"
