@@ -158,18 +158,22 @@ def arpa_words(path: str | Path) -> list[str]:
     return words
 
 
-def write_lexicon(words: list[str], tokenizer: Tokenizer, path: str | Path, skip_unspellable: bool) -> int:
-    """Write a flashlight lexicon for ``words``; returns how many words it holds."""
-    lines = []
+def write_lexicon(words: list[str], tokenizer: Tokenizer, path: str | Path, skip_unspellable: bool) -> tuple[int, list[str]]:
+    """Write a flashlight lexicon for ``words``; returns how many words it holds and the words
+    left out because the model's tokens cannot spell them (with ``skip_unspellable``)."""
+    lines, skipped = [], []
     for word in words:
         try:
             lines.append(f"{word}\t{' '.join(spell(word, tokenizer))}")
         except DecodingError:
             if not skip_unspellable:
                 raise
-            log.warning("LM word %r cannot be spelled with the model's tokens; left out of the lexicon", word)
+            skipped.append(word)
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return len(lines)
+    return len(lines), skipped
+
+
+_reported_lexicons: set[str] = set()  # LM files whose lexicon was reported (tuning builds many decoders)
 
 
 def read_lexicon_words(path: str | Path) -> list[str]:
@@ -250,8 +254,13 @@ class BeamSearchDecoder:
             write_lexicon(read_lexicon_words(self.options.lexicon), self.tokenizer, path, skip_unspellable=False)
             return str(path)
         if kenlm is not None:
-            count = write_lexicon(arpa_words(kenlm), self.tokenizer, path, skip_unspellable=True)
-            log.info("lexicon: %d words from %s", count, kenlm)
+            count, skipped = write_lexicon(arpa_words(kenlm), self.tokenizer, path, skip_unspellable=True)
+            if kenlm not in _reported_lexicons:
+                _reported_lexicons.add(kenlm)
+                log.info("lexicon: %d words from %s", count, kenlm)
+                if skipped:
+                    log.warning("%s: %d LM words cannot be spelled with the model's tokens and are left out of the "
+                                "lexicon, e.g. %s", kenlm, len(skipped), ", ".join(map(repr, skipped[:5])))
             return str(path)
         return None
 

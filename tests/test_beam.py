@@ -115,6 +115,19 @@ def test_lexicon_word_outside_the_vocabulary_is_an_error(tmp_path):
         build_decoder(char_tokenizer("ab "), DecodingOptions(method=DecodeMethod.beam, lexicon=str(lexicon)))
 
 
+def test_lm_words_the_model_cannot_spell_are_left_out_with_one_warning(tmp_path, caplog):
+    tokenizer = char_tokenizer("ab ")
+    arpa = build_arpa(["ab ba", "ab xy", "zz ab"], 2, tmp_path / "lm.arpa")
+    options = DecodingOptions(method=DecodeMethod.beam, lm=str(arpa))
+    with caplog.at_level("WARNING"):
+        decoders = [build_decoder(tokenizer, options) for _ in range(3)]  # as tuning does
+    warnings = [r.getMessage() for r in caplog.records if "cannot be spelled" in r.getMessage()]
+    assert len(warnings) == 1 and "2 LM words cannot be spelled" in warnings[0], warnings
+    lp = random_log_probs(0, 1, 8, tokenizer.vocab_size)
+    text = tokenizer.decode(decoders[0](lp, torch.tensor([8]))[0][0].tokens).strip()
+    assert set(text.split()) <= {"ab", "ba"}
+
+
 def test_corrupt_lm_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.arpa"
     bad.write_bytes(b"\x00\xff garbage")
