@@ -1,12 +1,13 @@
 # Shared stage handling for recipes/<corpus>/run.sh (sourced, not run).
 #   --stage N       first stage to run (default 0)
-#   --stop-stage N  last stage to run (default 100)
+#   --stop-stage N  last stage to run (default: the recipe's DEFAULT_STOP_STAGE, else 100;
+#                   later stages are optional extras run only when asked for)
 #   --force         redo stages even if their done-marker exists
 # Arguments after the options (or after --) are hydra overrides for the train stage.
 # A stage is skipped when exp/.done.<name> exists; the marker is written only after the
 # stage's command succeeded, so a half-finished stage is redone on the next run.
 stage=0
-stop_stage=100
+stop_stage="${DEFAULT_STOP_STAGE:-100}"
 force=0
 overrides=()
 while [ $# -gt 0 ]; do

@@ -5,9 +5,12 @@
 # training text and tune its weights on dev (exp/lm.arpa, exp/lm.arpa.params.json), 3 score dev
 # and test greedy (exp/<set>.wer) and with beam search + LM (exp/<set>.lm.wer), per-utterance
 # errors in exp/<set>[.lm].errors.jsonl, 4 transcribe an example file with word timestamps.
+# Stage 5 runs only when asked (--stage 5 --stop-stage 5): train a character-RNN LM on the training
+# text (exp/charlm.pt), tune its weights on dev, score test with it (exp/test.charlm.wer).
 # Environment: SYNTH_SIZE (utterances to generate, default 3000).
 set -euo pipefail
 cd "$(dirname "$0")"
+DEFAULT_STOP_STAGE=4
 source ../stages.sh
 
 generate() {
@@ -37,10 +40,20 @@ example() {
   asr transcribe exp/model.pt data/wav/test-00000.wav --lm exp/lm.arpa --format json
 }
 
+charlm() {
+  asr lm train data/train.jsonl --model exp/model.pt -o exp/charlm.pt
+  asr lm tune exp/model.pt data/dev.jsonl --lm exp/charlm.pt --lm-weights 0.25,0.5,1 --word-scores 0,1,2
+  asr evaluate exp/model.pt data/test.jsonl --lm exp/charlm.pt --report exp/test.charlm.errors.jsonl \
+    | tee exp/test.charlm.wer
+}
+
 run_stage 0 data generate
 run_stage 1 train train
 run_stage 2 lm language_model
 run_stage 3 score score
 run_stage 4 example example
+run_stage 5 charlm charlm
 echo "held-out-voice test set, greedy: $(tail -n 1 exp/test.wer 2>/dev/null || echo 'not scored yet')"
 echo "held-out-voice test set, beam + LM: $(tail -n 1 exp/test.lm.wer 2>/dev/null || echo 'not scored yet')"
+[ -f exp/test.charlm.wer ] && echo "held-out-voice test set, beam + char-RNN LM: $(tail -n 1 exp/test.charlm.wer)"
+true
