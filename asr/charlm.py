@@ -153,32 +153,48 @@ def fusion_lm(model: CharLM):
     from torchaudio.models.decoder import CTCDecoderLM, CTCDecoderLMState
 
     class CharFusionLM(CTCDecoderLM):
+        """The decoder scores every candidate token of every hypothesis, but only the few that
+        survive pruning are extended further; so a child state's LSTM step is taken lazily, when
+        the child is first extended, and each state's next-token scores are a Python list."""
+
         def __init__(self):
             CTCDecoderLM.__init__(self)
-            self.states: dict = {}  # LM state -> (log-probs of the next token, LSTM state)
+            self.scores: dict = {}  # LM state -> log10 P(next token) as a list
+            self.lstm: dict = {}  # LM state -> the LSTM state after its tokens
+            self.pending: dict = {}  # LM state not stepped yet -> (parent state, token or None)
 
-        def _step(self, token: int, lstm_state):
+        def _step(self, state, token: int, lstm_state) -> None:
             with torch.inference_mode():
                 log_probs, lstm_state = model(torch.tensor([[token]]), lstm_state)
-            return log_probs[0, 0], lstm_state
+            self.scores[state] = (log_probs[0, 0] / LN10).tolist()
+            self.lstm[state] = lstm_state
+
+        def _expanded(self, state) -> list[float]:
+            if state not in self.scores:
+                parent, token = self.pending.pop(state)
+                self._expanded(parent)
+                if token is None:  # the decoder's added silence token: not a character
+                    self.scores[state], self.lstm[state] = self.scores[parent], self.lstm[parent]
+                else:
+                    self._step(state, token, self.lstm[parent])
+            return self.scores[state]
 
         def start(self, start_with_nothing: bool):
-            self.states.clear()  # one utterance at a time: forget the previous one's states
+            self.scores.clear()  # one utterance at a time: forget the previous one's states
+            self.lstm.clear()
+            self.pending.clear()
             state = CTCDecoderLMState()
-            self.states[state] = self._step(BOUNDARY, None)
+            self._step(state, BOUNDARY, None)
             return state
 
         def score(self, state, token: int):
             child = state.child(token)
-            if token >= model.vocab_size:  # the decoder's added silence token: not a character
-                self.states.setdefault(child, self.states[state])
-                return child, 0.0
-            log_probs, lstm_state = self.states[state]
-            if child not in self.states:
-                self.states[child] = self._step(token, lstm_state)
-            return child, float(log_probs[token]) / LN10
+            silence = token >= model.vocab_size
+            if child not in self.scores and child not in self.pending:
+                self.pending[child] = (state, None if silence else token)
+            return child, 0.0 if silence else self._expanded(state)[token]
 
         def finish(self, state):
-            return state, float(self.states[state][0][BOUNDARY]) / LN10
+            return state, self._expanded(state)[BOUNDARY]
 
     return CharFusionLM()

@@ -42,7 +42,7 @@ example() {
 
 charlm() {
   asr lm train data/train.jsonl --model exp/model.pt -o exp/charlm.pt
-  asr lm tune exp/model.pt data/dev.jsonl --lm exp/charlm.pt --lm-weights 0.25,0.5,1 --word-scores 0,1,2
+  asr lm tune exp/model.pt data/dev.jsonl --lm exp/charlm.pt --lm-weights 0.25,0.5,1 --word-scores 0,1
   asr evaluate exp/model.pt data/test.jsonl --lm exp/charlm.pt --report exp/test.charlm.errors.jsonl \
     | tee exp/test.charlm.wer
 }
