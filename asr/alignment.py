@@ -5,6 +5,13 @@ The hypothesis (from any decoder) is force-aligned to the model's frame outputs 
 output frames. A word spans its tokens; output frame ``i`` covers input frames
 ``[i * f, (i + 1) * f)`` for subsampling factor ``f``, so times are exact in frames of
 ``hop * f`` seconds. A word's confidence is the mean posterior of its tokens over their spans.
+
+A CTC model is peaky: a token fires on one or two frames somewhere inside its sound, so token
+spans alone place a word's edges badly (a whole-word token may fire at the word's end, a last
+letter well before it). Given the waveform, :func:`refine_edges` keeps the spans as anchors and
+moves each word's edges to where the speech around its anchor starts and stops (10 ms frame
+energy against a threshold set per utterance); where two words run together with no pause, the
+border goes to the quietest frame between their anchors.
 """
 
 from __future__ import annotations
@@ -56,6 +63,64 @@ def _word_groups(spans: list[AF.TokenSpan], tokenizer: Tokenizer) -> list[list[A
     return groups
 
 
+ENERGY_BLOCK_SECONDS = 0.01  # edges are placed on a 10 ms grid
+SPEECH_RANGE_DB = 35.0  # frames within this of the utterance's loud frames count as speech
+MAX_EDGE_SHIFT_SECONDS = 1.0  # how far an edge may move from its anchor
+
+
+def block_energy_db(waveform: torch.Tensor, block: int) -> torch.Tensor:
+    """(T,) samples -> (ceil(T / block),) mean energy in dB of consecutive ``block``-sample blocks."""
+    padded = torch.nn.functional.pad(waveform.float(), (0, -waveform.numel() % block))
+    power = padded.view(-1, block).pow(2).mean(1)
+    return 10 * torch.log10(power + 1e-10)
+
+
+def speech_frames(energy_db: torch.Tensor, range_db: float = SPEECH_RANGE_DB) -> torch.Tensor:
+    """(N,) energies -> (N,) bool: frames within ``range_db`` of the loud end of the utterance
+    (its 95th percentile, so a click does not set the scale), smoothed over 3 frames."""
+    smoothed = torch.nn.functional.avg_pool1d(energy_db.view(1, 1, -1), 3, 1, 1, count_include_pad=False).view(-1)
+    loud = torch.quantile(smoothed, 0.95)
+    return smoothed > loud - range_db
+
+
+def refine_edges(
+    anchors: list[tuple[int, int]], energy_db: torch.Tensor, max_shift: int
+) -> list[tuple[int, int]]:
+    """Move word edges from their anchor spans ``[a, b)`` (in energy frames, ordered, not
+    overlapping) to the edges of the speech around them.
+
+    Between two words, a pause (non-speech frames) ends the first at its start and starts the
+    second at its end; with no pause, both share the quietest frame between the anchors. An edge
+    moves at most ``max_shift`` frames and never past a neighbour's anchor."""
+    speech = speech_frames(energy_db).tolist()
+    n = len(speech)
+    edges = [[a, b] for a, b in anchors]
+    for i, (a, b) in enumerate(anchors):
+        if i == 0:  # the first word starts where the speech around its anchor starts
+            j = a
+            while j > max(0, a - max_shift) and speech[j - 1]:
+                j -= 1
+            edges[i][0] = j
+        nxt = anchors[i + 1][0] if i + 1 < len(anchors) else None
+        limit = min(n, b + max_shift) if nxt is None else min(nxt, b + max_shift)
+        j = b
+        while j < limit and speech[j]:
+            j += 1
+        if nxt is None:
+            edges[i][1] = j
+            continue
+        if j < nxt and not speech[j]:  # a pause: the next word starts where it ends
+            k = nxt
+            while k > max(j, nxt - max_shift) and speech[k - 1]:
+                k -= 1
+            edges[i][1], edges[i + 1][0] = j, k
+        else:  # no pause: split at the quietest frame between the anchors
+            gap = energy_db[b:nxt]
+            split = b + int(gap.argmin()) if len(gap) else b
+            edges[i][1], edges[i + 1][0] = split, split
+    return [(a, max(a, b)) for a, b in edges]
+
+
 def word_timings(
     log_probs: torch.Tensor,
     tokens: tuple[int, ...],
@@ -63,6 +128,8 @@ def word_timings(
     seconds_per_frame: float,
     offset: float = 0.0,
     end: float | None = None,
+    waveform: torch.Tensor | None = None,
+    sample_rate: int = 16000,
 ) -> list[WordTiming]:
     """Per-word start/end (seconds, shifted by ``offset``) and confidence for a hypothesis.
 
@@ -72,21 +139,28 @@ def word_timings(
         seconds_per_frame: duration of one model output frame (hop * subsampling factor).
         end: the audio's end in seconds; times are clipped to it (the last output frame covers
             padding past the last sample).
+        waveform: (T,) samples of the same audio at ``sample_rate``; when given, word edges are
+            moved to the speech around each word (:func:`refine_edges`).
     """
     end = float("inf") if end is None else end
-    words = []
+    groups, texts, confidences = [], [], []
     for group in _word_groups(token_spans(log_probs, tokens), tokenizer):
         text = tokenizer.decode([s.token for s in group]).strip()
-        if not text:
-            continue
-        frames = sum(s.end - s.start for s in group)
-        confidence = sum(s.score * (s.end - s.start) for s in group) / max(frames, 1)
-        words.append(
-            WordTiming(
-                text,
-                min(round(offset + group[0].start * seconds_per_frame, 3), end),
-                min(round(offset + group[-1].end * seconds_per_frame, 3), end),
-                float(min(max(confidence, 0.0), 1.0)),
-            )
-        )
-    return words
+        if text:
+            frames = sum(s.end - s.start for s in group)
+            groups.append(group)
+            texts.append(text)
+            confidences.append(sum(s.score * (s.end - s.start) for s in group) / max(frames, 1))
+    spans = [(g[0].start * seconds_per_frame, g[-1].end * seconds_per_frame) for g in groups]
+    if waveform is not None and spans:
+        block = max(1, round(ENERGY_BLOCK_SECONDS * sample_rate))
+        step = block / sample_rate
+        energy = block_energy_db(waveform, block)
+        n = len(energy)  # the last model frame may reach past the last sample: clamp to the audio
+        anchors = [(min(int(s / step), n - 1), min(max(int(s / step) + 1, round(e / step)), n)) for s, e in spans]
+        edges = refine_edges(anchors, energy, round(MAX_EDGE_SHIFT_SECONDS / step))
+        spans = [(a * step, b * step) for a, b in edges]
+    return [
+        WordTiming(text, min(round(offset + s, 3), end), min(round(offset + e, 3), end), float(min(max(c, 0.0), 1.0)))
+        for text, (s, e), c in zip(texts, spans, confidences)
+    ]

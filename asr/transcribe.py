@@ -149,10 +149,12 @@ class Recognizer:
         return self.transcribe_utterances(utts, max_frames, timestamps)
 
     def transcribe_utterances(
-        self, utts: Sequence[Utterance], max_frames: int = DEFAULT_BATCH_FRAMES, timestamps: bool = False
+        self, utts: Sequence[Utterance], max_frames: int = DEFAULT_BATCH_FRAMES, timestamps: bool = False,
+        speech_edges: bool = True,
     ) -> list[Transcript]:
         """Like :meth:`transcribe_files` for manifest entries (segments of files via ``offset``);
-        word times count from the start of the file."""
+        word times count from the start of the file. ``speech_edges`` moves word edges from the
+        CTC spans to the speech around them (:func:`asr.alignment.refine_edges`)."""
         dataset = SpeechDataset(list(utts), self.extractor)
         progress = "transcribe" if len(utts) > 1 else None
         recognitions = iter_hypotheses(
@@ -166,8 +168,10 @@ class Recognizer:
             words: tuple[WordTiming, ...] = ()
             if timestamps:
                 offset = utt.offset or 0.0
+                waveform = dataset.waveform(r.index) if speech_edges else None
                 words = tuple(word_timings(r.log_probs, r.nbest[0].tokens, self.tokenizer, self.seconds_per_frame,
-                                           offset, end=offset + utt.duration))
+                                           offset, end=offset + utt.duration, waveform=waveform,
+                                           sample_rate=self.sample_rate))
             alternatives = tuple(nbest) if len(nbest) > 1 else ()
             transcripts[r.index] = Transcript(str(utt.audio_filepath), nbest[0][0], utt.duration, nbest[0][1], alternatives, words)
         return [transcripts[i] for i in range(len(utts))]

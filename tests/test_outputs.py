@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from asr.alignment import WordTiming, word_timings
+from asr.alignment import WordTiming, block_energy_db, refine_edges, word_timings
 from asr.outputs import OutputFormat, output_paths, render, segment_words, timestamp
 from asr.tokenizer import CharTokenizer, TextNormalization
 from asr.transcribe import Recognizer, Transcript
@@ -35,6 +35,26 @@ def test_word_times_follow_the_frames_and_the_subsampling():
     assert words[0].start == pytest.approx(1.04) and words[0].end == pytest.approx(1.12)
     assert words[1].start == pytest.approx(1.28) and words[1].end == pytest.approx(1.32)
     assert all(w.confidence > 0.99 for w in words)
+
+
+def test_word_edges_move_to_the_speech_around_each_anchor():
+    """Three bursts of noise: two apart, two touching with a dip between. Each word's anchor is a
+    short span inside its burst (where a peaky CTC model fires); the edges must land on the
+    bursts' edges, and the touching pair must split at the dip."""
+    rate, block = 8000, 80  # 10 ms blocks
+    generator = torch.Generator().manual_seed(0)
+    waveform = 1e-4 * torch.randn(2 * rate, generator=generator)  # quiet room noise
+    for start, end, level in [(0.20, 0.50, 0.5), (0.70, 1.00, 0.5), (1.00, 1.30, 0.3)]:
+        waveform[int(start * rate): int(end * rate)] += level * torch.randn(int((end - start) * rate), generator=generator)
+    waveform[int(0.98 * rate): int(1.02 * rate)] *= 0.1  # the dip where the touching words meet
+    anchors = [(45, 47), (72, 74), (125, 127)]
+    edges = refine_edges(anchors, block_energy_db(waveform, block), max_shift=100)
+    expected = [(20, 50), (70, 100), (100, 130)]
+    for (start, end), (true_start, true_end) in zip(edges, expected):
+        assert abs(start - true_start) <= 2 and abs(end - true_end) <= 2, edges
+    assert edges[1][1] == edges[2][0]  # touching words share their border
+    # an edge never moves further than allowed from its anchor
+    assert refine_edges(anchors, block_energy_db(waveform, block), max_shift=5)[0] == (40, 50)
 
 
 def test_segments_break_at_pauses_and_length():
@@ -68,13 +88,14 @@ def test_output_names_never_collide(tmp_path):
     assert [p.name for p in output_paths(keys, tmp_path, OutputFormat.srt)] == ["a_x.srt", "b_x.srt", "y.srt"]
 
 
-def test_real_timestamps_are_monotonic_and_inside_the_audio(trained_tiny):
+@pytest.mark.parametrize("speech_edges", [False, True])
+def test_real_timestamps_are_monotonic_and_inside_the_audio(trained_tiny, speech_edges):
     model_path, manifest, _ = trained_tiny
     recognizer = Recognizer.load(model_path, "cpu")
     from asr.data import read_manifest
 
     utts = read_manifest(manifest)[:4]
-    for utt, t in zip(utts, recognizer.transcribe_utterances(utts, timestamps=True)):
+    for utt, t in zip(utts, recognizer.transcribe_utterances(utts, timestamps=True, speech_edges=speech_edges)):
         assert " ".join(w.word for w in t.words) == t.text
         ends = [0.0] + [x for w in t.words for x in (w.start, w.end)]
         assert ends == sorted(ends) and ends[-1] <= utt.duration + 1e-6

@@ -38,7 +38,14 @@ def main() -> None:
         record = json.loads(line)
         truth[Path(record["audio_filepath"]).name] = record["words"]
     utts = [u for u in read_manifest(args.manifest) if u.audio_filepath.name in truth]
-    transcripts = recognizer.transcribe_utterances(utts, timestamps=True)
+    print(f"command: {' '.join(sys.argv)}")
+    for speech_edges in (False, True):
+        transcripts = recognizer.transcribe_utterances(utts, timestamps=True, speech_edges=speech_edges)
+        print("edges at the speech around each word:" if speech_edges else "edges from the CTC spans alone:")
+        report(utts, transcripts, truth, recognizer.seconds_per_frame)
+
+
+def report(utts: list, transcripts: list, truth: dict, seconds_per_frame: float) -> None:
     start_errors, end_errors, matched = [], [], 0
     for utt, t in zip(utts, transcripts):
         reference = truth[utt.audio_filepath.name]
@@ -51,10 +58,9 @@ def main() -> None:
     if not start_errors:
         sys.exit("no utterance was recognized exactly; nothing to compare")
     mean = lambda xs: 1000 * sum(xs) / len(xs)  # noqa: E731
-    print(f"command: {' '.join(sys.argv)}")
-    print(f"{matched}/{len(utts)} utterances recognized exactly, {len(start_errors)} words compared; "
-          f"frame {1000 * recognizer.seconds_per_frame:.0f} ms")
-    print(f"mean |start error| {mean(start_errors):.1f} ms, mean |end error| {mean(end_errors):.1f} ms, "
+    print(f"  {matched}/{len(utts)} utterances recognized exactly, {len(start_errors)} words compared; "
+          f"frame {1000 * seconds_per_frame:.0f} ms")
+    print(f"  mean |start error| {mean(start_errors):.1f} ms, mean |end error| {mean(end_errors):.1f} ms, "
           f"mean of both {mean(start_errors + end_errors):.1f} ms")
 
 
