@@ -155,6 +155,8 @@ class Recognizer:
         """Like :meth:`transcribe_files` for manifest entries (segments of files via ``offset``);
         word times count from the start of the file. ``speech_edges`` moves word edges from the
         CTC spans to the speech around them (:func:`asr.alignment.refine_edges`)."""
+        if not utts:  # e.g. every input of transcribe_all was long
+            return []
         dataset = SpeechDataset(list(utts), self.extractor)
         progress = "transcribe" if len(utts) > 1 else None
         recognitions = iter_hypotheses(

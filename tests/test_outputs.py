@@ -145,7 +145,7 @@ def test_long_audio_in_windows_matches_one_pass(trained_tiny, tmp_path):
     import soundfile as sf
 
     from asr.data import Utterance, read_manifest
-    from asr.transcribe import transcribe_long
+    from asr.transcribe import transcribe_all, transcribe_long
 
     model_path, manifest, _ = trained_tiny
     recognizer = Recognizer.load(model_path, "cpu")
@@ -160,3 +160,6 @@ def test_long_audio_in_windows_matches_one_pass(trained_tiny, tmp_path):
     assert long.text == whole.text and len(long.words) > 30
     starts = [w.start for w in long.words]
     assert starts == sorted(starts) and long.words[-1].end <= duration + 1e-6
+    # the driver behind 'asr transcribe', given only long inputs, windows each of them
+    only_long = transcribe_all(recognizer, [Utterance(joined, duration, "")], long_audio=10.0, window=12.0)
+    assert only_long[0].text == long.text
