@@ -1,18 +1,21 @@
 """Decoder comparison on identical model outputs: WER, utterances/s and real-time factor.
 
-    python tools/bench_decode.py MODEL MANIFEST --lm LM.arpa [--beam-size 32] [--limit N]
-        [--pyctcdecode]
+    python tools/bench_decode.py MODEL MANIFEST --lm LM.arpa [--char-lm LM.pt] [--beam-size 32]
+        [--limit N] [--pyctcdecode]
 
 The acoustic model runs once; every decoder then decodes the same cached (T', V)
 log-probabilities, one utterance at a time, so the timings are decoding only. RTF is decoding
 seconds / audio seconds. Rows: greedy, beam (no LM), beam + n-gram LM (the tuned weights from
-``asr lm tune`` when present), and with --pyctcdecode, pyctcdecode with the same ARPA file and
-beam width (needs ``pip install pyctcdecode kenlm``; not a dependency of asr).
+``asr lm tune`` when present), beam + the character-RNN LM of ``asr lm train`` (its tuned weights
+likewise) with --char-lm, and with --pyctcdecode, pyctcdecode with the same ARPA file and
+beam width and the same LM weights in its units (``pip install -e '.[bench]'``; not a dependency
+of asr).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import sys
 import time
@@ -42,8 +45,14 @@ def run(name, decode_one, log_probs, references, audio_seconds):
 def pyctcdecode_decoder(recognizer: Recognizer, lm: str, alpha: float, beta: float, beam_size: int):
     from pyctcdecode import build_ctcdecoder
 
-    labels = [""] + [s for s in recognizer.tokenizer.symbols[1:]]
-    decoder = build_ctcdecoder(labels, kenlm_model_path=lm, alpha=alpha, beta=beta)
+    tokenizer = recognizer.tokenizer
+    if hasattr(tokenizer, "symbols"):  # characters: " " is pyctcdecode's word delimiter too
+        labels = [""] + list(tokenizer.symbols[1:])
+    else:  # sentencepiece pieces ('▁' starts a word), which pyctcdecode reads as BPE
+        labels = [""] + [tokenizer.sp.id_to_piece(i) for i in range(tokenizer.sp.get_piece_size())]
+    # flashlight adds alpha * log10 P(word); pyctcdecode converts KenLM's log10 to natural log
+    # first (alpha * ln 10 * log10 P), so the same weighting needs alpha / ln 10 there.
+    decoder = build_ctcdecoder(labels, kenlm_model_path=lm, alpha=alpha / math.log(10), beta=beta)
     return lambda lp: decoder.decode(lp.numpy(), beam_width=beam_size).strip()
 
 
@@ -52,6 +61,7 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("manifest")
     parser.add_argument("--lm", required=True)
+    parser.add_argument("--char-lm", help="add beam search fused with this character-RNN LM")
     parser.add_argument("--beam-size", type=int, default=32)
     parser.add_argument("--limit", type=int, default=0, help="use the first N utterances (0: all)")
     parser.add_argument("--pyctcdecode", action="store_true", help="add pyctcdecode with the same LM and beam")
@@ -78,6 +88,11 @@ def main() -> None:
         run(f"beam {args.beam_size}", one(no_lm), log_probs, references, audio_seconds),
         run(f"beam {args.beam_size} + n-gram", one(with_lm), log_probs, references, audio_seconds),
     ]
+    if args.char_lm:
+        char_weights = tuned_params(args.char_lm) or {"lm_weight": DecodingOptions().lm_weight, "word_score": 0.0}
+        char_lm = BeamSearchDecoder(tok, DecodingOptions(method=DecodeMethod.beam, beam_size=args.beam_size,
+                                                         lm=args.char_lm, **char_weights))
+        rows.append(run(f"beam {args.beam_size} + char-RNN", one(char_lm), log_probs, references, audio_seconds))
     if args.pyctcdecode:
         decode = pyctcdecode_decoder(recognizer, args.lm, weights["lm_weight"], weights["word_score"], args.beam_size)
         rows.append(run(f"pyctcdecode {args.beam_size} + n-gram", decode, log_probs, references, audio_seconds))
