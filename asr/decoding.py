@@ -117,9 +117,8 @@ def decoder_symbols(tokenizer: Tokenizer) -> list[str]:
 
 
 def spell(word: str, tokenizer: Tokenizer) -> list[str]:
-    """A word's spelling in decoder symbols: its characters, or its pieces. Word boundaries are
-    not spelled: the space between words is flashlight's optional silence token, so the last
-    word of an utterance needs no trailing space (our models are trained without one)."""
+    """A word's spelling in decoder symbols: its characters, or its pieces (the word boundary
+    that ends a lexicon entry is added by :func:`write_lexicon`)."""
     symbols = decoder_symbols(tokenizer)
     if isinstance(tokenizer, CharTokenizer):
         ids = [tokenizer.index.get(ch) for ch in word]
@@ -161,10 +160,16 @@ def arpa_words(path: str | Path) -> list[str]:
 def write_lexicon(words: list[str], tokenizer: Tokenizer, path: str | Path, skip_unspellable: bool) -> tuple[int, list[str]]:
     """Write a flashlight lexicon for ``words``; returns how many words it holds and the words
     left out because the model's tokens cannot spell them (with ``skip_unspellable``)."""
+    # A model that outputs a space ends each lexicon word with it, as flashlight expects of its
+    # silence token: a word is then emitted only at a space, so the search cannot split one long
+    # sound into a word plus a short extra one ("afternoon" -> "afternoon one"). The last word
+    # of an utterance is closed by a free space frame that BeamSearchDecoder appends.
+    # Sentencepiece models output no space: their pieces mark word starts themselves.
+    ending = [WORD_BOUNDARY] if WORD_BOUNDARY in decoder_symbols(tokenizer) else []
     lines, skipped = [], []
     for word in words:
         try:
-            lines.append(f"{word}\t{' '.join(spell(word, tokenizer))}")
+            lines.append(f"{word}\t{' '.join(spell(word, tokenizer) + ending)}")
         except DecodingError:
             if not skip_unspellable:
                 raise
@@ -204,6 +209,7 @@ class BeamSearchDecoder:
         self.tokenizer, self.options = tokenizer, options
         self.vocab_size = tokenizer.vocab_size
         symbols = decoder_symbols(tokenizer)
+        self.boundary_id = symbols.index(WORD_BOUNDARY) if WORD_BOUNDARY in symbols else None
         if WORD_BOUNDARY not in symbols:
             # flashlight needs a silence token; one past the model's outputs is never emitted
             symbols = symbols + [WORD_BOUNDARY]
@@ -213,6 +219,7 @@ class BeamSearchDecoder:
         with tempfile.TemporaryDirectory() as tmp:
             lexicon = self._lexicon(kenlm, Path(tmp) / "lexicon.txt")
             self.uses_lexicon = lexicon is not None
+            self.closes_last_word = self.uses_lexicon and self.boundary_id is not None
             try:
                 self.decoder = ctc_decoder(
                     lexicon=lexicon,
@@ -269,8 +276,22 @@ class BeamSearchDecoder:
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Hypothesis]]:
         """(B, T, V) log-probabilities and (B,) lengths → the n-best hypotheses of each row."""
         emissions = log_probs.detach().float().cpu().contiguous()
-        results = self.decoder(emissions, lengths.detach().cpu().to(torch.int32))
+        lengths = lengths.detach().cpu().to(torch.int32)
+        if self.closes_last_word:
+            emissions, lengths = self._append_boundary_frame(emissions, lengths)
+        results = self.decoder(emissions, lengths)
         return [self._distinct([self._hypothesis(r) for r in row]) for row in results]
+
+    def _append_boundary_frame(self, emissions: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, V) -> (B, T + 1, V) with one frame after each row's end where the word boundary
+        is certain: lexicon words end with one, and our models emit none after the last word."""
+        batch, frames, vocab = emissions.shape
+        padded = torch.full((batch, frames + 1, vocab), -1e4)
+        padded[:, :frames] = emissions
+        rows = torch.arange(batch)
+        padded[rows, lengths.long()] = -1e4
+        padded[rows, lengths.long(), self.boundary_id] = 0.0
+        return padded, lengths + 1
 
     def _distinct(self, hyps: list[Hypothesis]) -> list[Hypothesis]:
         """The ``nbest`` best hypotheses with distinct tokens (flashlight can finish the same
