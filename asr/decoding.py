@@ -210,7 +210,7 @@ class BeamSearchDecoder:
         self.vocab_size = tokenizer.vocab_size
         symbols = decoder_symbols(tokenizer)
         self.boundary_id = symbols.index(WORD_BOUNDARY) if WORD_BOUNDARY in symbols else None
-        if WORD_BOUNDARY not in symbols:
+        if self.boundary_id is None:
             # flashlight needs a silence token; one past the model's outputs is never emitted
             symbols = symbols + [WORD_BOUNDARY]
         kenlm = options.lm

@@ -15,6 +15,7 @@ of asr).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import platform
 import sys
@@ -26,7 +27,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from asr.data import read_manifest  # noqa: E402
-from asr.decoding import BeamSearchDecoder, DecodeMethod, DecodingOptions, greedy_decode  # noqa: E402
+from asr.decoding import (  # noqa: E402
+    WORD_BOUNDARY,
+    BeamSearchDecoder,
+    DecodeMethod,
+    DecodingOptions,
+    decoder_symbols,
+    greedy_decode,
+)
 from asr.scoring import ErrorRates  # noqa: E402
 from asr.transcribe import Recognizer  # noqa: E402
 from asr.tuning import cache_log_probs, tuned_params  # noqa: E402
@@ -45,11 +53,9 @@ def run(name, decode_one, log_probs, references, audio_seconds):
 def pyctcdecode_decoder(recognizer: Recognizer, lm: str, alpha: float, beta: float, beam_size: int):
     from pyctcdecode import build_ctcdecoder
 
-    tokenizer = recognizer.tokenizer
-    if hasattr(tokenizer, "symbols"):  # characters: " " is pyctcdecode's word delimiter too
-        labels = [""] + list(tokenizer.symbols[1:])
-    else:  # sentencepiece pieces ('▁' starts a word), which pyctcdecode reads as BPE
-        labels = [""] + [tokenizer.sp.id_to_piece(i) for i in range(tokenizer.sp.get_piece_size())]
+    # the symbols flashlight gets, in pyctcdecode's spelling: "" for blank, " " between words
+    # (sentencepiece pieces keep their '▁', which pyctcdecode reads as BPE)
+    labels = [""] + [" " if s == WORD_BOUNDARY else s for s in decoder_symbols(recognizer.tokenizer)[1:]]
     # flashlight adds alpha * log10 P(word); pyctcdecode converts KenLM's log10 to natural log
     # first (alpha * ln 10 * log10 P), so the same weighting needs alpha / ln 10 there.
     decoder = build_ctcdecoder(labels, kenlm_model_path=lm, alpha=alpha / math.log(10), beta=beta)
@@ -74,10 +80,16 @@ def main() -> None:
         log_probs, references, utts = log_probs[: args.limit], references[: args.limit], utts[: args.limit]
     audio_seconds = sum(u.duration for u in utts)
     tok = recognizer.tokenizer
-    weights = tuned_params(args.lm) or {"lm_weight": DecodingOptions().lm_weight, "word_score": 0.0}
     beam = DecodingOptions(method=DecodeMethod.beam, beam_size=args.beam_size)
+
+    def with_tuned_weights(lm: str) -> DecodingOptions:  # as 'asr transcribe --lm' would decode
+        defaults = {"lm_weight": beam.lm_weight, "word_score": beam.word_score}
+        return dataclasses.replace(beam, lm=lm, **(tuned_params(lm) or defaults))
+
     no_lm = BeamSearchDecoder(tok, beam)
-    with_lm = BeamSearchDecoder(tok, DecodingOptions(method=DecodeMethod.beam, beam_size=args.beam_size, lm=args.lm, **weights))
+    with_lm_options = with_tuned_weights(args.lm)
+    weights = {"lm_weight": with_lm_options.lm_weight, "word_score": with_lm_options.word_score}
+    with_lm = BeamSearchDecoder(tok, with_lm_options)
 
     def one(decoder):
         return lambda lp: tok.decode(decoder(lp.unsqueeze(0), torch.tensor([lp.shape[0]]))[0][0].tokens).strip()
@@ -89,9 +101,7 @@ def main() -> None:
         run(f"beam {args.beam_size} + n-gram", one(with_lm), log_probs, references, audio_seconds),
     ]
     if args.char_lm:
-        char_weights = tuned_params(args.char_lm) or {"lm_weight": DecodingOptions().lm_weight, "word_score": 0.0}
-        char_lm = BeamSearchDecoder(tok, DecodingOptions(method=DecodeMethod.beam, beam_size=args.beam_size,
-                                                         lm=args.char_lm, **char_weights))
+        char_lm = BeamSearchDecoder(tok, with_tuned_weights(args.char_lm))
         rows.append(run(f"beam {args.beam_size} + char-RNN", one(char_lm), log_probs, references, audio_seconds))
     if args.pyctcdecode:
         decode = pyctcdecode_decoder(recognizer, args.lm, weights["lm_weight"], weights["word_score"], args.beam_size)
