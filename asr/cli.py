@@ -50,6 +50,8 @@ def decoding_options(args: argparse.Namespace):
         lm_weight=lm_weight if lm_weight is not None else defaults.lm_weight,
         word_score=word_score if word_score is not None else defaults.word_score,
         nbest=args.nbest,
+        blank_skip=None if args.blank_skip == 0 else args.blank_skip,
+        token_min_logp=None if args.token_min_logp == 0 else args.token_min_logp,
     )
 
 
@@ -64,6 +66,12 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--beam-size-token", type=int, default=None, help="tokens tried per frame (default: all)")
     g.add_argument("--beam-threshold", type=float, default=d.beam_threshold,
                    help=f"prune hypotheses scoring this far below the best (default {d.beam_threshold})")
+    g.add_argument("--blank-skip", type=float, default=d.blank_skip, metavar="P",
+                   help="beam search visits only the first of consecutive frames whose blank probability exceeds "
+                   f"P (default {d.blank_skip}; 0: visit every frame)")
+    g.add_argument("--token-min-logp", type=float, default=d.token_min_logp, metavar="L",
+                   help="beam search does not try tokens below log-probability L at a frame (the best always is; "
+                   f"default {d.token_min_logp}; 0: try all)")
     g.add_argument("--lm", help="a KenLM word n-gram model (ARPA or binary, e.g. from 'asr lm build'; decoding is "
                    "then restricted to its words) or a character LM from 'asr lm train' (lexicon-free)")
     g.add_argument("--lexicon", help="words allowed in the output, one per line (the first field; spellings are "

@@ -92,13 +92,16 @@ class DecodeConfig:
 
     method: DecodeMethod = DecodeMethod.greedy
     beam_size: int = 32
-    beam_threshold: float = 25.0
+    beam_threshold: float = 10.0
+    blank_skip: Optional[float] = 0.999
+    token_min_logp: Optional[float] = -5.0
     lm: Optional[str] = None
     lm_weight: float = 0.5
     word_score: float = 0.0
 
     def to_options(self) -> DecodingOptions:
         return DecodingOptions(method=self.method, beam_size=self.beam_size, beam_threshold=self.beam_threshold,
+                               blank_skip=self.blank_skip, token_min_logp=self.token_min_logp,
                                lm=self.lm, lm_weight=self.lm_weight, word_score=self.word_score)
 
 

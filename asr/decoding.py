@@ -9,12 +9,14 @@ token-level LM object (:class:`torchaudio.models.decoder.CTCDecoderLM`, e.g. the
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 
 from asr.errors import DecodingError
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 WORD_BOUNDARY = "|"
 BLANK_ALIAS = "<blank>"
 UNK_WORD = "<unk>"
+IMPOSSIBLE = -1e4  # a log-probability no hypothesis survives (beam thresholds are far smaller)
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,19 @@ class DecodingOptions:
     method: DecodeMethod = DecodeMethod.greedy
     beam_size: int = 32  # hypotheses kept after each frame
     beam_size_token: Optional[int] = None  # tokens tried per frame (None: all)
-    beam_threshold: float = 25.0  # prune hypotheses this far below the best
+    beam_threshold: float = 10.0  # prune hypotheses this far below the best (pyctcdecode's default too)
     lm: Optional[str] = None  # KenLM ARPA/binary word n-gram file, or a char LM from 'asr lm train'
     lexicon: Optional[str] = None  # one word per line (first field); default with an LM: the LM's words
     lm_weight: float = 0.5  # alpha
     word_score: float = 0.0  # beta, added per word (lexicon decoding)
     nbest: int = 1
     log_add: bool = True  # merge equal prefixes by summing their paths (CTC prefix search), not max
+    # within a run of frames whose blank probability exceeds this, the search visits only the
+    # first (None: every frame); a peaky CTC model spends most frames on near-certain blanks
+    blank_skip: Optional[float] = 0.999
+    # at each frame, tokens below this log-probability are not tried (the frame's best always is);
+    # None: all are (pyctcdecode's token_min_logp, same default)
+    token_min_logp: Optional[float] = -5.0
 
     def validate(self) -> None:
         method = DecodeMethod(self.method)
@@ -66,6 +75,10 @@ class DecodingOptions:
             raise DecodingError(f"nbest={self.nbest}: must be between 1 and beam_size ({self.beam_size})")
         if self.beam_threshold <= 0:
             raise DecodingError(f"beam_threshold={self.beam_threshold}: must be positive")
+        if self.token_min_logp is not None and self.token_min_logp >= 0:
+            raise DecodingError(f"token_min_logp={self.token_min_logp}: must be a negative log-probability, or None")
+        if self.blank_skip is not None and not 0.0 < self.blank_skip < 1.0:
+            raise DecodingError(f"blank_skip={self.blank_skip}: must be between 0 and 1 (exclusive), or None")
         for name in ("lm", "lexicon"):
             value = getattr(self, name)
             if value is not None and not Path(value).is_file():
@@ -225,9 +238,6 @@ class BeamSearchDecoder:
                     lexicon=lexicon,
                     tokens=symbols,
                     lm=kenlm if kenlm is not None else token_lm,
-                    # for an n-best list, all finalists (duplicates are merged in _distinct);
-                    # for the best alone, one (returning all costs ~10 % of decoding time)
-                    nbest=options.beam_size if options.nbest > 1 else 1,
                     beam_size=options.beam_size,
                     beam_size_token=options.beam_size_token,
                     beam_threshold=options.beam_threshold,
@@ -240,6 +250,7 @@ class BeamSearchDecoder:
                 )
             except (RuntimeError, ValueError) as exc:
                 raise DecodingError(f"{options.lm or options.lexicon}: cannot load ({str(exc).splitlines()[0]})") from None
+        self._flashlight, self._word_dict = self.decoder.decoder, self.decoder.word_dict
 
     @staticmethod
     def _is_char_lm(path: str) -> bool:
@@ -275,23 +286,54 @@ class BeamSearchDecoder:
 
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Hypothesis]]:
         """(B, T, V) log-probabilities and (B,) lengths → the n-best hypotheses of each row."""
-        emissions = log_probs.detach().float().cpu().contiguous()
-        lengths = lengths.detach().cpu().to(torch.int32)
-        if self.closes_last_word:
-            emissions, lengths = self._append_boundary_frame(emissions, lengths)
-        results = self.decoder(emissions, lengths)
-        return [self._distinct([self._hypothesis(r) for r in row]) for row in results]
+        # numpy, not torch, from here on: per utterance the search itself takes a fraction of a
+        # millisecond, and torch's per-call overhead would double it
+        emissions = log_probs.detach().float().cpu().numpy()
+        return [self._decode_row(emissions[row, :length]) for row, length in enumerate(lengths.tolist())]
 
-    def _append_boundary_frame(self, emissions: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, V) -> (B, T + 1, V) with one frame after each row's end where the word boundary
-        is certain: lexicon words end with one, and our models emit none after the last word."""
-        batch, frames, vocab = emissions.shape
-        padded = torch.full((batch, frames + 1, vocab), -1e4)
-        padded[:, :frames] = emissions
-        rows = torch.arange(batch)
-        padded[rows, lengths.long()] = -1e4
-        padded[rows, lengths.long(), self.boundary_id] = 0.0
-        return padded, lengths + 1
+    def _decode_row(self, emissions: np.ndarray) -> list[Hypothesis]:
+        """(T, V) log-probabilities of one utterance → its n-best hypotheses."""
+        kept = self._kept_frames(emissions)  # (T',) model frame of each searched frame
+        matrix = self._decoder_input(emissions[kept])
+        # flashlight's own decoder (the one torchaudio's CTCDecoder wraps), called directly: the
+        # wrapper converts every finalist to tensors. (Its get_best_hypothesis is for partial
+        # results: after decode_end it returns a truncated path.)
+        results = self._flashlight.decode(matrix.ctypes.data, matrix.shape[0], matrix.shape[1])
+        finalists = results if self.options.nbest > 1 else results[:1]
+        frames = kept.tolist()
+        return self._distinct([self._hypothesis(r, frames) for r in finalists])
+
+    def _kept_frames(self, emissions: np.ndarray) -> np.ndarray:
+        """Indices of the frames the search visits. Within a run of frames where the blank is
+        near certain only the first is kept: the others hardly change the ranking of labellings
+        (each adds about 0 to every path through a blank), while each costs as much search as a
+        speech frame. One blank frame stays, so a repeated token ("l l") stays separable."""
+        if self.options.blank_skip is None:
+            return np.arange(emissions.shape[0])
+        certain = emissions[:, BLANK_ID] > math.log(self.options.blank_skip)  # (T,)
+        keep = ~certain
+        keep[1:] |= ~certain[:-1]
+        return np.flatnonzero(keep)
+
+    def _decoder_input(self, emissions: np.ndarray) -> np.ndarray:
+        """(T, V) -> the C-contiguous float32 (T [+ 1], V [+ 1]) matrix flashlight reads."""
+        frames, vocab = emissions.shape
+        # the added silence column (models without a space token): flashlight reads it for
+        # hypotheses between words, so it must exist (past the row it would read the next
+        # frame's blank) and be impossible
+        width = vocab + (self.boundary_id is None)
+        # with a lexicon, one frame after the end where the word boundary is certain: lexicon
+        # words end with one, and our models emit none after the last word
+        matrix = np.full((frames + self.closes_last_word, width), IMPOSSIBLE, dtype=np.float32)
+        matrix[:frames, :vocab] = emissions
+        if self.options.token_min_logp is not None and frames:
+            # flashlight tries a fixed number of tokens per frame; an impossible score keeps the
+            # unlikely ones from starting hypotheses that the beam would carry along
+            block = matrix[:frames, :vocab]
+            block[(block < self.options.token_min_logp) & (block < block.max(axis=1, keepdims=True))] = IMPOSSIBLE
+        if self.closes_last_word:
+            matrix[frames, self.boundary_id] = 0.0
+        return matrix
 
     def _distinct(self, hyps: list[Hypothesis]) -> list[Hypothesis]:
         """The ``nbest`` best hypotheses with distinct tokens (flashlight can finish the same
@@ -304,23 +346,27 @@ class BeamSearchDecoder:
                 kept.append(hyp)
         return kept[: self.options.nbest]
 
-    def _hypothesis(self, result) -> Hypothesis:
+    def _hypothesis(self, result, kept: list[int]) -> Hypothesis:
+        """A flashlight DecodeResult (its token path has one padding step before the first
+        frame) → a :class:`Hypothesis` with frames numbered as in the model output."""
         if self.uses_lexicon:
             # flashlight's token path can lose one letter of a doubled pair inside a lexicon word;
             # its word sequence is authoritative, so the tokens are respelled from the words
             # (frames are then unknown: word times come from forced alignment anyway)
-            tokens = self.tokenizer.encode(" ".join(result.words))
-            return Hypothesis(tuple(tokens), (), float(result.score))
-        tokens = result.tokens.tolist()
-        # flashlight's path has one padding step before the first frame: timestep t is frame t - 1
-        frames = [t - 1 for t in result.timesteps.tolist()]
-        # the added silence token is not output; nor are word boundaries at either end
-        kept = [(t, f) for t, f in zip(tokens, frames) if t < self.vocab_size]
-        while kept and self._is_boundary(kept[0][0]):
-            kept.pop(0)
-        while kept and self._is_boundary(kept[-1][0]):
-            kept.pop()
-        return Hypothesis(tuple(t for t, _ in kept), tuple(f for _, f in kept), float(result.score))
+            words = [self._word_dict.get_entry(w) for w in result.words if w >= 0]
+            return Hypothesis(tuple(self.tokenizer.encode(" ".join(words))), (), float(result.score))
+        path = list(result.tokens)[1 : len(kept) + 1]  # one token per decoded frame
+        emitted = [
+            (token, kept[step])
+            for step, token in enumerate(path)
+            # a token is emitted where its run starts; the added silence token is not output
+            if token != BLANK_ID and token < self.vocab_size and (step == 0 or token != path[step - 1])
+        ]
+        while emitted and self._is_boundary(emitted[0][0]):
+            emitted.pop(0)
+        while emitted and self._is_boundary(emitted[-1][0]):
+            emitted.pop()
+        return Hypothesis(tuple(t for t, _ in emitted), tuple(f for _, f in emitted), float(result.score))
 
     def _is_boundary(self, token: int) -> bool:
         return isinstance(self.tokenizer, CharTokenizer) and self.tokenizer.symbols[token] == " "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,7 +15,8 @@ from asr.errors import DecodingError
 from asr.ngram import build_arpa
 from asr.tokenizer import CharTokenizer, TextNormalization
 
-BEAM = DecodingOptions(method=DecodeMethod.beam, beam_size=64, beam_threshold=1000.0)
+# no pruning at all: for comparisons with exhaustive search
+BEAM = DecodingOptions(method=DecodeMethod.beam, beam_size=64, beam_threshold=1000.0, blank_skip=None, token_min_logp=None)
 
 
 def char_tokenizer(symbols: str) -> CharTokenizer:
@@ -236,3 +238,66 @@ def test_lexicon_words_with_doubled_letters_come_out_whole(tmp_path):
     decoder = BeamSearchDecoder(tokenizer, DecodingOptions(method=DecodeMethod.beam, lexicon=str(lexicon)))
     best = decoder(ambiguous_emissions(tokenizer, frames), torch.tensor([len(frames)]))[0][0]
     assert tokenizer.decode(best.tokens) == "three to"
+
+
+def with_blank_runs(lp: torch.Tensor, every: int, run: int) -> torch.Tensor:
+    """(B, T, V) -> (B, T', V): after every ``every`` frames, ``run`` frames of near-certain blank."""
+    certain_blank = torch.full((lp.shape[0], run, lp.shape[2]), -12.0)
+    certain_blank[:, :, 0] = math.log1p(-(lp.shape[2] - 1) * math.exp(-12.0))
+    pieces = [torch.cat([chunk, certain_blank], dim=1) for chunk in lp.split(every, dim=1)]
+    return torch.cat(pieces, dim=1)
+
+
+def test_skipped_blank_frames_keep_tokens_and_frames_of_the_full_search():
+    tokenizer = char_tokenizer("abc")
+    lp = with_blank_runs(random_log_probs(2, 3, 40, tokenizer.vocab_size, sharpness=3.0), every=4, run=6)
+    lengths = torch.tensor([lp.shape[1], 70, 9])
+    single = dict(method=DecodeMethod.beam, beam_size=1, log_add=False, token_min_logp=None)
+    skipping = BeamSearchDecoder(tokenizer, DecodingOptions(**single))(lp, lengths)
+    full = BeamSearchDecoder(tokenizer, DecodingOptions(**single, blank_skip=None))(lp, lengths)
+    for skipped, every_frame, greedy in zip(skipping, full, greedy_decode(lp, lengths)):
+        assert skipped[0].tokens == every_frame[0].tokens == greedy.tokens
+        # frames are numbered as in the model output, not as in the shortened search
+        assert skipped[0].frames == every_frame[0].frames == greedy.frames
+    wide = DecodingOptions(method=DecodeMethod.beam, beam_size=16)
+    for skipped, every_frame in zip(BeamSearchDecoder(tokenizer, wide)(lp, lengths),
+                                    BeamSearchDecoder(tokenizer, replace(wide, blank_skip=None))(lp, lengths)):
+        assert skipped[0].tokens == every_frame[0].tokens
+
+
+def test_tokens_below_the_minimum_log_probability_are_not_tried(tmp_path):
+    tokenizer = char_tokenizer("ab ")
+    lexicon = tmp_path / "lexicon.txt"
+    lexicon.write_text("ab\n")  # the only word: "a" then a "b" of probability e^-6
+    lp = ambiguous_emissions(tokenizer, [{"a": 0.9}, {"b": math.exp(-6.0)}, {}])
+    lengths = torch.tensor([3])
+    options = DecodingOptions(method=DecodeMethod.beam, lexicon=str(lexicon), word_score=10.0, beam_threshold=50.0)
+    decode = lambda **changes: tokenizer.decode(BeamSearchDecoder(tokenizer, replace(options, **changes))(lp, lengths)[0][0].tokens)
+    assert decode(token_min_logp=None) == "ab"
+    assert decode(token_min_logp=-7.0) == "ab"
+    assert decode(token_min_logp=-5.0) == ""
+
+
+def test_sentencepiece_lexicon_scores_are_real_path_scores(tmp_path):
+    """Models without a space token get flashlight's silence token as an extra, impossible
+    column; without it, flashlight read the next frame's blank as the silence score, so a
+    hypothesis could pass a certain token frame for free."""
+    from asr.tokenizer import SentencePieceTokenizer
+
+    tokenizer = SentencePieceTokenizer.train(["one two", "two one"] * 20, "bpe", 10, TextNormalization())
+    one, two = tokenizer.encode("one"), tokenizer.encode("two")
+    certain = one + two + [0, 0]  # each piece of "one", each of "two", two blanks
+    lp = torch.full((1, len(certain), tokenizer.vocab_size), -20.0)
+    lp[0, len(one) : len(one) + len(two), 0] = -10.0  # through "two", a blank is likelier than "one" again
+    lp[0, torch.arange(len(certain)), torch.tensor(certain)] = 0.0
+    lp = lp.log_softmax(-1)
+    lexicon = tmp_path / "lexicon.txt"
+    lexicon.write_text("one\n")  # "two" is not a word: its frames must be paid for
+    options = DecodingOptions(method=DecodeMethod.beam, lexicon=str(lexicon), log_add=False, beam_threshold=100.0,
+                              blank_skip=None, token_min_logp=None)
+    best = BeamSearchDecoder(tokenizer, options)(lp, torch.tensor([len(certain)]))[0][0]
+    assert tokenizer.decode(best.tokens) == "one"
+    frames = torch.arange(len(certain))
+    # the best path: "one", then blanks
+    best_path = float(lp[0, frames[: len(one)], torch.tensor(one)].sum() + lp[0, len(one):, 0].sum())
+    assert best.score == pytest.approx(best_path, abs=1e-3)
