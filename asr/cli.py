@@ -109,6 +109,63 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stream(args: argparse.Namespace) -> int:
+    from asr.sources import Microphone, file_blocks, list_devices, stdin_blocks
+    from asr.stream import StreamingRecognizer, StreamOptions
+    from asr.transcribe import Recognizer
+
+    if args.list_devices:
+        print(list_devices())
+        return 0
+    if args.model is None:
+        raise AsrError("stream needs MODEL (or --list-devices)")
+    recognizer = Recognizer.load(args.model, device=args.model_device, options=decoding_options(args))
+    options = StreamOptions(chunk_ms=args.chunk_ms, right_context_ms=args.right_context_ms,
+                            endpoint_silence_ms=args.endpoint_silence_ms, max_segment_s=args.max_segment,
+                            final_pass=args.final_pass)
+    streamer = StreamingRecognizer(recognizer, options)
+    rate, microphone = recognizer.sample_rate, None
+    if args.input == "-":
+        blocks = stdin_blocks(args.rate or rate, rate)
+    elif args.input:
+        blocks = file_blocks(args.input, rate, realtime=not args.no_realtime)
+    else:
+        microphone = Microphone(rate, args.device)
+        blocks = microphone.blocks()
+        log.info("listening on %s; Ctrl-C stops", microphone.name)
+    show = print_json_event if args.json else EventLine(sys.stdout)
+    try:
+        for block in blocks:
+            for event in streamer.accept(block):
+                show(event)
+    except KeyboardInterrupt:
+        pass  # the words heard so far are still committed below
+    for event in streamer.finish():
+        show(event)
+    if microphone is not None and microphone.overflows:
+        log.warning("%d input overflows: the recognizer fell behind and audio was dropped", microphone.overflows)
+    return 0
+
+
+def print_json_event(event) -> None:
+    print(json.dumps(event.as_dict(), ensure_ascii=False), flush=True)
+
+
+class EventLine:
+    """Partial results rewrite one terminal line in place; finals end it. Off a terminal only the
+    finals are written, one per line."""
+
+    def __init__(self, out):
+        self.out, self.tty = out, out.isatty()
+
+    def __call__(self, event) -> None:
+        if event.type == "partial" and not self.tty:
+            return
+        prefix = "\r\x1b[K" if self.tty else ""
+        self.out.write(prefix + event.text + ("\n" if event.type == "final" else ""))
+        self.out.flush()
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from asr.transcribe import Recognizer
 
@@ -190,6 +247,7 @@ def float_list(text: str) -> list[float]:
 
 def build_parser() -> argparse.ArgumentParser:
     from asr.decoding import DecodingOptions
+    from asr.stream import StreamOptions
 
     parser = argparse.ArgumentParser(prog="asr", description="Bidirectional-LSTM CTC speech recognition.")
     parser.add_argument("--version", action="version", version=f"asr {__version__}")
@@ -217,6 +275,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_decoding_arguments(p)
     p.set_defaults(func=cmd_transcribe)
+
+    so = StreamOptions()
+    p = sub.add_parser("stream", help="live transcription from the microphone, a file or stdin",
+                       description="Transcribe as audio arrives: partial results update one line, each final result "
+                       "(at a pause) gets its own line; --json prints one event object per line instead.")
+    p.add_argument("model", nargs="?", help="model.pt written by 'asr train'")
+    p.add_argument("--device", help="input device (index or name, see --list-devices; default: the system's)")
+    p.add_argument("--list-devices", action="store_true", help="list input devices and exit")
+    p.add_argument("--input", help="a FILE fed at real-time pace instead of the microphone, or - for raw 16-bit "
+                   "little-endian mono PCM on stdin (at --rate)")
+    p.add_argument("--rate", type=int, help="sample rate of stdin PCM (default: the model's)")
+    p.add_argument("--no-realtime", action="store_true", help="feed --input FILE as fast as it is processed")
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object per event: {"type": "partial"|"final", "text", "start", "end"}')
+    p.add_argument("--chunk-ms", type=float, default=so.chunk_ms, help=f"audio per model step (default {so.chunk_ms:g})")
+    p.add_argument("--right-context-ms", type=float, default=so.right_context_ms,
+                   help=f"look-ahead of a bidirectional model's backward direction (default {so.right_context_ms:g})")
+    p.add_argument("--endpoint-silence-ms", type=float, default=so.endpoint_silence_ms,
+                   help=f"a pause this long ends a final result (default {so.endpoint_silence_ms:g})")
+    p.add_argument("--max-segment", type=float, default=so.max_segment_s,
+                   help=f"seconds after which a result is final anyway (default {so.max_segment_s:g})")
+    p.add_argument("--final-pass", choices=["full", "chunked"], default=so.final_pass,
+                   help="full (default): each final result re-runs the whole bidirectional model over its segment; "
+                   "chunked: finals from the same chunked outputs as the partials")
+    p.add_argument("--model-device", default="auto", help="where the model runs: auto, cpu or cuda")
+    add_decoding_arguments(p)
+    p.set_defaults(func=cmd_stream)
 
     p = sub.add_parser("evaluate", help="score a model on a manifest",
                        description="Decode a manifest and print WER/CER; the last line is 'WER <x> CER <y>' (percent).")

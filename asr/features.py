@@ -150,3 +150,80 @@ def spec_augment(
         start = int(torch.randint(0, frames - width + 1, (1,), generator=generator))
         out[start : start + width, :] = 0.0
     return out
+
+
+class StreamingFeatures:
+    """Incremental :class:`FeatureExtractor`: samples in, finished feature frames out.
+
+    Frame i of the centered STFT covers samples [i·hop − n_fft/2, i·hop + n_fft/2); it is
+    computed as soon as those samples have arrived. The start and the end (:meth:`finish`) are
+    padded by reflection exactly as the offline transform pads the whole waveform, so the
+    concatenated output equals ``extractor(waveform)`` for "global" and "none" normalization.
+    "utterance" normalization needs the whole utterance; here it uses the statistics of the
+    frames so far (an approximation, logged once)."""
+
+    def __init__(self, extractor: FeatureExtractor):
+        self.extractor = extractor
+        spectrogram = extractor.mel.spectrogram
+        self.n_fft, self.hop, self.win_length = spectrogram.n_fft, spectrogram.hop_length, spectrogram.win_length
+        self.window = spectrogram.window
+        self.half = self.n_fft // 2
+        self.buffer = torch.zeros(0)  # samples not yet fully consumed (padded start included)
+        self.started = False  # the reflected start is written once half a window has arrived
+        self.frames_out = 0
+        self.samples_in = 0
+        self._sum = self._sq = None  # running statistics for "utterance" normalization
+
+    def accept(self, samples: torch.Tensor) -> torch.Tensor:
+        """(N,) float samples at the model's rate -> (frames, n_mels) new feature frames."""
+        self.samples_in += samples.numel()
+        self.buffer = torch.cat([self.buffer, samples.float().flatten()])
+        if not self.started:
+            if self.buffer.numel() <= self.half:
+                return self._empty()
+            # reflect padding as torch.stft(center=True, pad_mode="reflect") does at the start
+            self.buffer = torch.cat([self.buffer[1 : self.half + 1].flip(0), self.buffer])
+            self.started = True
+        return self._frames(final=False)
+
+    def finish(self) -> torch.Tensor:
+        """The frames left at the end of the stream (reflect-padded like the offline end)."""
+        if self.samples_in == 0:
+            return self._empty()
+        if not self.started:  # shorter than half a window: pad the whole thing at once
+            if self.buffer.numel() <= self.half:  # reflect padding needs more samples than it adds
+                padded = torch.nn.functional.pad(self.buffer.view(1, 1, -1), (self.half, self.half), mode="replicate")
+                self.buffer = padded.flatten()
+            else:
+                self.buffer = torch.cat([self.buffer[1 : self.half + 1].flip(0), self.buffer])
+            self.started = True
+        else:
+            self.buffer = torch.cat([self.buffer, self.buffer[-self.half - 1 : -1].flip(0)])
+        return self._frames(final=True)
+
+    def _frames(self, final: bool) -> torch.Tensor:
+        total = self.samples_in // self.hop + 1  # frames of the offline transform so far (final)
+        available = (self.buffer.numel() - self.n_fft) // self.hop + 1 if self.buffer.numel() >= self.n_fft else 0
+        count = min(available, total - self.frames_out) if final else available
+        if count <= 0:
+            return self._empty()
+        used = self.buffer[: (count - 1) * self.hop + self.n_fft]
+        spec = torch.stft(used, self.n_fft, self.hop, self.win_length, self.window, center=False, return_complex=True)
+        mel = self.extractor.mel.mel_scale(spec.abs().pow(2.0))  # (n_mels, count)
+        feats = torch.log(mel + 1e-6).transpose(0, 1)
+        self.buffer = self.buffer[count * self.hop :]
+        self.frames_out += count
+        return self._normalize(feats)
+
+    def _normalize(self, feats: torch.Tensor) -> torch.Tensor:
+        if NormMode(self.extractor.cfg.normalization) is not NormMode.utterance:
+            return self.extractor.normalize(feats)
+        f = feats.double()
+        self._sum = f.sum(0) if self._sum is None else self._sum + f.sum(0)
+        self._sq = (f * f).sum(0) if self._sq is None else self._sq + (f * f).sum(0)
+        mean = self._sum / self.frames_out
+        std = (self._sq / self.frames_out - mean * mean).clamp_min(1e-10).sqrt()
+        return ((f - mean) / std.clamp_min(1e-5)).float()
+
+    def _empty(self) -> torch.Tensor:
+        return torch.zeros(0, self.extractor.cfg.n_mels)

@@ -140,6 +140,31 @@ class AcousticModel(nn.Module):
         log_probs, _ = pad_packed_sequence(packed, batch_first=True, total_length=x.shape[1])
         return log_probs, out_lengths.to(log_probs.device)
 
+    def forward_chunk(
+        self, frames: torch.Tensor, chunk: int, state: list | None = None
+    ) -> tuple[torch.Tensor, list]:
+        """Latency-controlled forward of one chunk (the LC-BLSTM scheme of Zhang et al. 2016).
+
+        Args:
+            frames: (1, C + R, D) subsampled frames: ``chunk`` (C) frames, then R frames of
+                right context.
+            chunk: C.
+            state: each layer's forward-direction state after the previous chunk (None: start).
+
+        Returns:
+            log_probs (1, C + R, V) — the last R are provisional: the next chunk recomputes them —
+            and the forward states after frame C, for the next chunk. In every layer the forward
+            direction continues from the carried state; the backward direction starts afresh at
+            the end of the right context. With C + R covering the input this is :meth:`forward`.
+        """
+        h, carried = frames, []
+        for layer, rnn in enumerate(self.rnns):
+            h, layer_state = _layer_chunk(rnn, h, chunk, state[layer] if state is not None else None)
+            carried.append(layer_state)
+            if layer < len(self.between):
+                h = self.between[layer](h.squeeze(0)).unsqueeze(0)  # (frames, D) like the packed path
+        return self.classifier(h).float().log_softmax(-1), carried
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -147,6 +172,36 @@ class AcousticModel(nn.Module):
 def _map_packed(packed: PackedSequence, fn) -> PackedSequence:
     """Apply ``fn`` to the (frames, D) data of a packed sequence, keeping its layout."""
     return packed._replace(data=fn(packed.data))
+
+
+def _layer_chunk(rnn: nn.RNNBase, x: torch.Tensor, chunk: int, carried) -> tuple[torch.Tensor, object]:
+    """One recurrent layer over (1, C + R, D): forward from ``carried`` (its state after frame C is
+    returned), backward (if any) from zero over all C + R frames."""
+    forward_chunk, state = _run_direction(rnn, x[:, :chunk], carried, "")
+    outputs = forward_chunk
+    if x.shape[1] > chunk:
+        forward_right, _ = _run_direction(rnn, x[:, chunk:], state, "")
+        outputs = torch.cat([forward_chunk, forward_right], dim=1)
+    if rnn.bidirectional:
+        backward, _ = _run_direction(rnn, x.flip(1), None, "_reverse")
+        outputs = torch.cat([outputs, backward.flip(1)], dim=-1)
+    return outputs, state
+
+
+def _run_direction(rnn: nn.RNNBase, x: torch.Tensor, state, suffix: str) -> tuple[torch.Tensor, object]:
+    """One direction of a one-layer ``rnn`` over (1, T, D) from ``state`` (None: zeros), through
+    the same kernels as the module itself; returns (1, T, H) outputs and the final state."""
+    if x.shape[1] == 0:
+        return x.new_zeros(1, 0, rnn.hidden_size), state
+    weights = [getattr(rnn, f"{name}_l0{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    zeros = x.new_zeros(1, 1, rnn.hidden_size)
+    if isinstance(rnn, nn.LSTM):
+        state = state if state is not None else (zeros, zeros)
+        out, h, c = torch.lstm(x, state, weights, True, 1, 0.0, False, False, True)
+        return out, (h, c)
+    run = torch.gru if isinstance(rnn, nn.GRU) else torch.rnn_tanh
+    out, h = run(x, state if state is not None else zeros, weights, True, 1, 0.0, False, False, True)
+    return out, h
 
 
 def ctc_loss(

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 
-packages=(espeak-ng libsndfile1)
+# libportaudio2: microphone input; pulseaudio(-utils): the virtual microphone the tests record from
+packages=(espeak-ng libsndfile1 libportaudio2 pulseaudio pulseaudio-utils)
 "$PYTHON" -c "import ensurepip, venv" 2>/dev/null || packages+=(python3-venv)
 missing=()
 for p in "${packages[@]}"; do

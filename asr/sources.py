@@ -1,0 +1,161 @@
+"""Audio sources for streaming: the microphone (PortAudio via sounddevice), a file fed at
+real-time pace, or raw 16-bit PCM on stdin. Each yields (N,) float32 mono blocks at the rate it
+was asked for, resampled on the fly (:class:`StreamResampler`) when the input differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import sys
+import time
+from pathlib import Path
+from typing import BinaryIO, Iterator, Optional
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+
+from asr.audio import load_audio
+from asr.errors import AudioError
+
+log = logging.getLogger(__name__)
+
+BLOCK_MS = 20  # audio per block delivered to the recognizer
+
+
+class StreamResampler:
+    """Block-wise resampling whose concatenated output equals ``torchaudio.functional.resample``
+    of the whole signal: each output sample is computed once all input it depends on is there."""
+
+    def __init__(self, orig_rate: int, new_rate: int):
+        g = math.gcd(orig_rate, new_rate)
+        self.orig, self.new = orig_rate // g, new_rate // g
+        # torchaudio's sinc kernel reaches this many input samples to each side (6 zero crossings)
+        self.width = math.ceil(6 * self.orig / (min(self.orig, self.new) * 0.99)) + 1
+        self.buffer = np.zeros(0, dtype=np.float32)
+        self.buffer_start = 0  # input index of buffer[0]
+        self.inputs = 0  # input samples received
+        self.outputs = 0  # output samples produced
+
+    def accept(self, samples: np.ndarray, final: bool = False) -> np.ndarray:
+        if self.orig == self.new:
+            return samples.astype(np.float32, copy=False)
+        self.buffer = np.concatenate([self.buffer, samples.astype(np.float32)])
+        self.inputs += len(samples)
+        if final:  # torchaudio's output length: ceil(inputs · new / orig)
+            ready = -(-self.inputs * self.new // self.orig)
+        else:  # outputs whose kernel lies inside what has arrived
+            ready = max(0, (self.inputs - self.width) * self.new // self.orig)
+        if ready <= self.outputs:
+            return np.zeros(0, dtype=np.float32)
+        # start the slice on an input index that maps to a whole output index, far enough back
+        # that the kernel of the first needed output sees real samples (or the true start)
+        first_input = max(0, (self.outputs * self.orig // self.new) - self.width)
+        first_input = first_input // self.orig * self.orig
+        first_output = first_input // self.orig * self.new
+        piece = self.buffer[first_input - self.buffer_start :]
+        out = AF.resample(torch.from_numpy(np.ascontiguousarray(piece)), self.orig, self.new).numpy()
+        out = out[self.outputs - first_output : ready - first_output]
+        self.outputs += len(out)
+        keep_from = max(0, (self.outputs * self.orig // self.new - 2 * self.width) // self.orig * self.orig)
+        if keep_from > self.buffer_start:
+            self.buffer = self.buffer[keep_from - self.buffer_start :]
+            self.buffer_start = keep_from
+        return out
+
+
+def file_blocks(path: str | Path, rate: int, realtime: bool = True, block_ms: int = BLOCK_MS) -> Iterator[np.ndarray]:
+    """A file's audio at ``rate`` in blocks, one block per ``block_ms`` of wall time with
+    ``realtime`` (as a microphone would deliver it), else as fast as they are taken."""
+    audio = load_audio(path, rate).numpy()
+    step = rate * block_ms // 1000
+    started = time.monotonic()
+    for i, start in enumerate(range(0, len(audio), step)):
+        if realtime:
+            delay = started + (i + 1) * block_ms / 1000 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # the block is "recorded" once its last sample has been spoken
+        yield audio[start : start + step]
+
+
+def pcm_blocks(stream: BinaryIO, input_rate: int, rate: int, block_ms: int = BLOCK_MS) -> Iterator[np.ndarray]:
+    """Raw little-endian 16-bit mono PCM at ``input_rate`` from a binary stream, as float32
+    blocks at ``rate``; ends at end of stream."""
+    resampler = StreamResampler(input_rate, rate)
+    size = input_rate * block_ms // 1000 * 2
+    leftover = b""
+    while True:
+        data = stream.read(size)
+        if not data:
+            break
+        data = leftover + data
+        whole = len(data) // 2 * 2
+        leftover = data[whole:]
+        samples = np.frombuffer(data[:whole], dtype="<i2").astype(np.float32) / 32768.0
+        out = resampler.accept(samples)
+        if len(out):
+            yield out
+    tail = resampler.accept(np.zeros(0, dtype=np.float32), final=True)
+    if len(tail):
+        yield tail
+
+
+def list_devices() -> str:
+    """The input devices PortAudio sees, one per line: index, name, channels, default rate."""
+    import sounddevice as sd
+
+    lines = []
+    for index, device in enumerate(sd.query_devices()):
+        if device["max_input_channels"] > 0:
+            lines.append(f"{index}: {device['name']} ({device['max_input_channels']} ch, "
+                         f"{device['default_samplerate']:.0f} Hz)")
+    return "\n".join(lines) if lines else "(no input devices)"
+
+
+class Microphone:
+    """Blocks from a PortAudio input device at ``rate``: the device is opened at ``rate`` when it
+    supports it, else at its own default rate and resampled. Input overflows (blocks the
+    system dropped because we fell behind) are counted in :attr:`overflows`, not fatal."""
+
+    def __init__(self, rate: int, device: Optional[str | int] = None, block_ms: int = BLOCK_MS):
+        import sounddevice as sd
+
+        self.rate, self.overflows = rate, 0
+        self._queue: queue.Queue[np.ndarray] = queue.Queue()
+        device = int(device) if isinstance(device, str) and device.isdigit() else device
+        try:
+            info = sd.query_devices(device, "input")
+        except (ValueError, sd.PortAudioError) as exc:
+            raise AudioError(f"input device {device!r} not found ({exc}); input devices:\n{list_devices()}") from None
+        try:
+            sd.check_input_settings(device, channels=1, samplerate=rate, dtype="float32")
+            device_rate = rate
+        except (ValueError, sd.PortAudioError):
+            device_rate = int(info["default_samplerate"])
+        self.resampler = StreamResampler(device_rate, rate)
+        self.name = info["name"]
+        self._stream = sd.InputStream(device=device, channels=1, samplerate=device_rate, dtype="float32",
+                                      blocksize=device_rate * block_ms // 1000, callback=self._callback)
+        log.info("recording from %s at %d Hz", self.name, device_rate)
+
+    def _callback(self, indata: np.ndarray, frames: int, time_info, status) -> None:
+        if status.input_overflow:
+            self.overflows += 1
+        self._queue.put(indata[:, 0].copy())
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """Blocks until the caller stops iterating (Ctrl-C)."""
+        with self._stream:
+            while True:
+                out = self.resampler.accept(self._queue.get())
+                if len(out):
+                    yield out
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def stdin_blocks(input_rate: int, rate: int) -> Iterator[np.ndarray]:
+    return pcm_blocks(sys.stdin.buffer, input_rate, rate)

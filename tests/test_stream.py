@@ -1,0 +1,224 @@
+"""Streaming: exact incremental front end and resampling, chunked (LC-BLSTM) inference, the
+event stream of `asr stream` from a file, stdin and a real PulseAudio device."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from asr.errors import ConfigError
+from asr.features import FeatureConfig, FeatureExtractor, StreamingFeatures
+from asr.model import AcousticModel, ModelConfig
+from asr.sources import StreamResampler
+from asr.stream import StreamingRecognizer, StreamOptions, stream_events
+from asr.transcribe import Recognizer
+from tests.conftest import ROOT, run_cli
+
+
+def random_pieces(signal_: np.ndarray | torch.Tensor, seed: int, largest: int):
+    rng = np.random.default_rng(seed)
+    start = 0
+    while start < len(signal_):
+        size = int(rng.integers(1, largest))
+        yield signal_[start : start + size]
+        start += size
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_streaming_features_equal_the_offline_front_end(rate):
+    extractor = FeatureExtractor(FeatureConfig(sample_rate=rate, n_mels=40))
+    waveform = 0.1 * torch.randn(rate + 1234, generator=torch.Generator().manual_seed(rate))
+    streaming = StreamingFeatures(extractor)
+    pieces = [streaming.accept(p) for p in random_pieces(waveform, rate, 700)] + [streaming.finish()]
+    torch.testing.assert_close(torch.cat(pieces), extractor(waveform), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("rates", [(48000, 16000), (44100, 16000), (16000, 8000), (8000, 16000)])
+def test_block_resampling_equals_resampling_the_whole_signal(rates):
+    orig, new = rates
+    signal_ = np.random.default_rng(1).standard_normal(orig + 999).astype(np.float32) * 0.1
+    resampler = StreamResampler(orig, new)
+    pieces = [resampler.accept(p) for p in random_pieces(signal_, 2, 3000)]
+    pieces.append(resampler.accept(np.zeros(0, np.float32), final=True))
+    expected = AF.resample(torch.from_numpy(signal_), orig, new).numpy()
+    np.testing.assert_allclose(np.concatenate(pieces), expected, atol=1e-6)
+
+
+def small_model(bidirectional: bool, cell: str = "lstm") -> AcousticModel:
+    torch.manual_seed(0)
+    cfg = ModelConfig(cell=cell, bidirectional=bidirectional, hidden_size=32, num_layers=3, norm="layer",
+                      projection_size=24)
+    return AcousticModel(cfg, 40, 12).eval()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_one_chunk_covering_the_utterance_is_the_offline_forward(cell):
+    model = small_model(bidirectional=True, cell=cell)
+    features = torch.randn(1, 95, 40)
+    with torch.no_grad():
+        offline, _ = model(features, torch.tensor([95]))
+        frames = model.subsample(features)
+        chunked, _ = model.forward_chunk(frames, frames.shape[1])
+    torch.testing.assert_close(chunked, offline, atol=1e-5, rtol=0)
+
+
+def test_forward_state_carrying_equals_a_full_forward_pass():
+    model = small_model(bidirectional=False)
+    features = torch.randn(1, 120, 40)
+    with torch.no_grad():
+        offline, _ = model(features, torch.tensor([120]))
+        frames, state, outputs = model.subsample(features), None, []
+        for piece in frames.split(7, dim=1):
+            log_probs, state = model.forward_chunk(piece, piece.shape[1], state)
+            outputs.append(log_probs)
+    torch.testing.assert_close(torch.cat(outputs, dim=1), offline, atol=1e-5, rtol=0)
+
+
+def test_right_context_frames_are_provisional_and_recomputed():
+    """With right context, a chunk's outputs differ from offline only through the limited
+    look-ahead: as the context grows the chunked outputs approach the offline ones."""
+    model = small_model(bidirectional=True)
+    features = torch.randn(1, 150, 40)
+    with torch.no_grad():
+        offline, _ = model(features, torch.tensor([150]))
+        frames = model.subsample(features)
+
+        def error(right: int) -> float:
+            log_probs, _ = model.forward_chunk(frames[:, : 10 + right], 10)
+            return float((log_probs[0, :10] - offline[0, :10]).abs().max())
+
+        assert error(40) < error(2)
+
+
+@pytest.fixture(scope="module")
+def tiny_recognizer(trained_tiny):
+    model_path, manifest, rates = trained_tiny
+    return Recognizer.load(model_path, "cpu"), model_path, manifest
+
+
+def yesno_file(manifest) -> tuple[str, str]:
+    line = json.loads(open(manifest).readline())
+    return line["audio_filepath"], line["text"]
+
+
+def test_streaming_with_one_chunk_equals_offline_transcription(tiny_recognizer):
+    recognizer, _, manifest = tiny_recognizer
+    path, _ = yesno_file(manifest)
+    whole = StreamOptions(chunk_ms=60_000, endpoint_silence_ms=60_000, max_segment_s=600, final_pass="chunked")
+    from asr.sources import file_blocks
+
+    events = list(stream_events(StreamingRecognizer(recognizer, whole), file_blocks(path, recognizer.sample_rate, False)))
+    finals = [e for e in events if e.type == "final"]
+    assert [e.text for e in finals] == [recognizer.transcribe_files([path])[0].text]
+
+
+def test_bad_stream_options_name_the_field(tiny_recognizer):
+    recognizer = tiny_recognizer[0]
+    for options, field in [(StreamOptions(chunk_ms=0), "chunk_ms"), (StreamOptions(right_context_ms=-1), "right_context_ms"),
+                           (StreamOptions(final_pass="later"), "final_pass")]:
+        with pytest.raises(ConfigError, match=field):
+            StreamingRecognizer(recognizer, options)
+
+
+def parse_events(stdout: str) -> list[dict]:
+    events = [json.loads(line) for line in stdout.splitlines()]
+    for event in events:
+        assert set(event) == {"type", "text", "start", "end"}
+        assert event["type"] in ("partial", "final") and isinstance(event["text"], str)
+        assert 0 <= event["start"] <= event["end"]
+    return events
+
+
+def test_json_events_from_a_file_are_well_formed_and_end_final(tiny_recognizer):
+    _, model_path, manifest = tiny_recognizer
+    path, reference = yesno_file(manifest)
+    done = run_cli("stream", str(model_path), "--input", path, "--no-realtime", "--json")
+    assert done.returncode == 0, done.stderr
+    events = parse_events(done.stdout)
+    assert events[-1]["type"] == "final"
+    assert any(e["type"] == "partial" for e in events)
+    ends = [e["end"] for e in events]
+    assert ends == sorted(ends)
+    finals = " ".join(e["text"] for e in events if e["type"] == "final").split()
+    assert len(finals) == len(reference.split())  # the tiny model knows its training files
+
+
+def test_file_and_stdin_sources_give_the_same_events(tiny_recognizer, tmp_path):
+    _, model_path, manifest = tiny_recognizer
+    path, _ = yesno_file(manifest)
+    audio, rate = sf.read(path, dtype="int16")
+    wav16k = tmp_path / "sixteen.wav"  # stdin PCM at another rate than the model's: resampled on the fly
+    pcm16k = AF.resample(torch.from_numpy(audio.astype(np.float32) / 32768), rate, 16000).numpy()
+    sf.write(wav16k, pcm16k, 16000, subtype="FLOAT")
+    from_file = run_cli("stream", str(model_path), "--input", str(wav16k), "--no-realtime", "--json")
+    from_stdin = subprocess.run(
+        [sys.executable, "-m", "asr", "stream", str(model_path), "--input", "-", "--rate", "16000", "--json"],
+        input=(np.clip(pcm16k, -1, 1) * 32767).astype("<i2").tobytes(), capture_output=True, timeout=300,
+    )
+    assert from_file.returncode == 0 and from_stdin.returncode == 0, from_stdin.stderr
+    file_events, stdin_events = parse_events(from_file.stdout), parse_events(from_stdin.stdout.decode())
+    assert [e["type"] for e in file_events] == [e["type"] for e in stdin_events]
+    assert [e["text"] for e in file_events] == [e["text"] for e in stdin_events]
+
+
+def test_unknown_input_device_is_one_line_listing_the_devices(tiny_recognizer):
+    pytest.importorskip("sounddevice", reason="PortAudio (libportaudio2) is not installed")
+    done = run_cli("stream", str(tiny_recognizer[1]), "--device", "no-such-device")
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert "input device 'no-such-device' not found" in done.stderr
+
+
+@pytest.fixture
+def pulseaudio():
+    """A PulseAudio server with a null sink whose monitor is the default source: what `paplay`
+    plays into the sink, PortAudio records from the monitor."""
+    if shutil.which("pulseaudio") is None or shutil.which("paplay") is None:
+        pytest.skip("PulseAudio is not installed (apt-get install pulseaudio pulseaudio-utils)")
+    started = subprocess.run(["pulseaudio", "--check"]).returncode != 0
+    if started and subprocess.run(["pulseaudio", "--daemonize=yes", "--exit-idle-time=-1"],
+                                  capture_output=True).returncode != 0:
+        pytest.skip("PulseAudio cannot start here")
+    for _ in range(50):
+        if subprocess.run(["pactl", "info"], capture_output=True).returncode == 0:
+            break
+        time.sleep(0.1)
+    if subprocess.run(["pactl", "set-default-source", "auto_null.monitor"], capture_output=True).returncode != 0:
+        pytest.skip("PulseAudio has no null sink monitor")
+    yield
+    if started:
+        subprocess.run(["pulseaudio", "--kill"], capture_output=True)
+
+
+def test_microphone_stream_through_a_real_pulseaudio_device(tiny_recognizer, pulseaudio):
+    _, model_path, manifest = tiny_recognizer
+    path, reference = yesno_file(manifest)
+    listener = subprocess.Popen(
+        [sys.executable, "-m", "asr", "stream", str(model_path), "--device", "pulse", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.time() + 120
+        while "listening on" not in listener.stderr.readline():  # the model is loaded, the device open
+            assert listener.poll() is None and time.time() < deadline, "asr stream did not start"
+        subprocess.run(["paplay", path], check=True, timeout=60)
+        time.sleep(1.0)
+    finally:
+        listener.send_signal(signal.SIGINT)  # Ctrl-C: the last words are committed, exit 0
+        out, err = listener.communicate(timeout=60)
+    assert listener.returncode == 0, err
+    heard = " ".join(e["text"] for e in parse_events(out) if e["type"] == "final").split()
+    expected = reference.split()
+    assert len(heard) == len(expected)
+    assert sum(h == e for h, e in zip(heard, expected)) >= len(expected) - 1
