@@ -165,6 +165,8 @@ def validate(cfg: TrainConfig) -> None:
         ("model.dropout", 0 <= cfg.model.dropout < 1, "must be in [0, 1)"),
         ("model.subsampling_factor", cfg.model.subsampling_factor >= 1, "must be >= 1"),
         ("model.conv_channels", cfg.model.conv_channels > 0, "must be > 0"),
+        ("model.train_chunk_frames", cfg.model.train_chunk_frames >= 0, "must be >= 0"),
+        ("model.train_right_context_frames", cfg.model.train_right_context_frames >= 0, "must be >= 0"),
         ("optim.lr", cfg.optim.lr > 0 and math.isfinite(cfg.optim.lr), "must be a positive number"),
         ("optim.weight_decay", cfg.optim.weight_decay >= 0, "must be >= 0"),
         ("optim.momentum", 0 <= cfg.optim.momentum < 1, "must be in [0, 1)"),

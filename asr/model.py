@@ -8,6 +8,7 @@ the same outputs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -50,6 +51,11 @@ class ModelConfig:
     subsampling: Subsampling = Subsampling.stack
     subsampling_factor: int = 3
     conv_channels: int = 32
+    # chunk-aware training for streaming (bidirectional models): in training, each layer's backward
+    # direction sees only its chunk plus this many right-context frames, as `asr stream` runs it
+    # (output frames; 0: whole utterances)
+    train_chunk_frames: int = 0
+    train_right_context_frames: int = 0
 
 
 _RNN = {CellType.lstm: nn.LSTM, CellType.gru: nn.GRU, CellType.rnn: nn.RNN}
@@ -131,6 +137,8 @@ class AcousticModel(nn.Module):
         """features (B, T, F), lengths (B,) -> log_probs (B, T', V), out_lengths (B,)."""
         x = self.subsample(features)
         out_lengths = self.output_lengths(lengths.cpu())
+        if self.training and self.cfg.train_chunk_frames > 0 and self.cfg.bidirectional:
+            return self._chunked_forward(x, out_lengths), out_lengths.to(x.device)
         packed = pack_padded_sequence(x, out_lengths, batch_first=True, enforce_sorted=False)
         for layer, rnn in enumerate(self.rnns):
             packed, _ = rnn(packed)
@@ -139,6 +147,42 @@ class AcousticModel(nn.Module):
         packed = _map_packed(packed, lambda d: self.classifier(self.dropout(d)).float().log_softmax(-1))
         log_probs, _ = pad_packed_sequence(packed, batch_first=True, total_length=x.shape[1])
         return log_probs, out_lengths.to(log_probs.device)
+
+    def _chunked_forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Chunk-aware training: (B, T', D) subsampled frames -> (B, T', V) log-probs exactly as
+        :meth:`forward_chunk` gives them chunk after chunk (the committed frames), for a whole
+        batch. Each window k is chunk k plus the right context; all layers run on the windows, so
+        a right-context frame's input at layer l + 1 is what layer l computed inside that window."""
+        chunk, right = self.cfg.train_chunk_frames, self.cfg.train_right_context_frames
+        batch, frames, _ = x.shape
+        windows = math.ceil(frames / chunk)
+        starts = torch.arange(windows) * chunk
+        valid = (lengths.cpu().unsqueeze(1) - starts.unsqueeze(0)).clamp(0, chunk + right).reshape(-1)  # (B * K,)
+        steps = torch.arange(chunk + right).unsqueeze(0)  # reverses each window's valid part in place
+        flip = torch.where(steps < valid.unsqueeze(1), valid.unsqueeze(1) - 1 - steps, steps).to(x.device)
+        tiles = _tiles(x, chunk, right, windows)  # (B * K, C + R, D)
+        for layer, rnn in enumerate(self.rnns):
+            committed = tiles[:, :chunk].reshape(batch, windows * chunk, -1)  # (B, K * C, D)
+            forward_chunks, states = [], []
+            state = None
+            for k in range(windows):  # the carried state at every chunk end
+                out, state = _run_direction(rnn, committed[:, k * chunk : (k + 1) * chunk], state, "")
+                forward_chunks.append(out)
+                states.append(state)
+            forward = torch.stack(forward_chunks, dim=1).reshape(batch * windows, chunk, -1)
+            if right:
+                carried = _stack_states(states, batch, windows)
+                forward_right, _ = _run_direction(rnn, tiles[:, chunk:], carried, "")
+                forward = torch.cat([forward, forward_right], dim=1)
+            reversed_tiles = tiles.gather(1, flip.unsqueeze(-1).expand(-1, -1, tiles.shape[-1]))
+            backward, _ = _run_direction(rnn, reversed_tiles, None, "_reverse")
+            backward = backward.gather(1, flip.unsqueeze(-1).expand(-1, -1, backward.shape[-1]))
+            tiles = torch.cat([forward, backward], dim=-1)
+            if layer < len(self.between):
+                flat = self.dropout(self.between[layer](tiles.reshape(-1, tiles.shape[-1])))
+                tiles = flat.reshape(batch * windows, chunk + right, -1)
+        committed = tiles[:, :chunk].reshape(batch, windows * chunk, -1)[:, :frames]
+        return self.classifier(self.dropout(committed)).float().log_softmax(-1)
 
     def forward_chunk(
         self, frames: torch.Tensor, chunk: int, state: list | None = None
@@ -174,6 +218,24 @@ def _map_packed(packed: PackedSequence, fn) -> PackedSequence:
     return packed._replace(data=fn(packed.data))
 
 
+def _tiles(x: torch.Tensor, chunk: int, right: int, windows: int) -> torch.Tensor:
+    """(B, T, D) -> (B * K, C + R, D): window k holds frames [k·C, k·C + C + R), zero-padded."""
+    batch, frames, dim = x.shape
+    padded = F.pad(x, (0, 0, 0, windows * chunk + right - frames))
+    tiles = padded.unfold(1, chunk + right, chunk).permute(0, 1, 3, 2)  # (B, K, C + R, D)
+    return tiles.reshape(batch * windows, chunk + right, dim)
+
+
+def _stack_states(states: list, batch: int, windows: int):
+    """K per-chunk states of (1, B, H) tensors -> one (1, B * K, H) state in tile order (b, k)."""
+    def stack(parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(parts, dim=2).reshape(1, batch * windows, -1)
+
+    if isinstance(states[0], tuple):
+        return tuple(stack([s[i] for s in states]) for i in range(len(states[0])))
+    return stack(states)
+
+
 def _layer_chunk(rnn: nn.RNNBase, x: torch.Tensor, chunk: int, carried) -> tuple[torch.Tensor, object]:
     """One recurrent layer over (1, C + R, D): forward from ``carried`` (its state after frame C is
     returned), backward (if any) from zero over all C + R frames."""
@@ -189,12 +251,12 @@ def _layer_chunk(rnn: nn.RNNBase, x: torch.Tensor, chunk: int, carried) -> tuple
 
 
 def _run_direction(rnn: nn.RNNBase, x: torch.Tensor, state, suffix: str) -> tuple[torch.Tensor, object]:
-    """One direction of a one-layer ``rnn`` over (1, T, D) from ``state`` (None: zeros), through
-    the same kernels as the module itself; returns (1, T, H) outputs and the final state."""
+    """One direction of a one-layer ``rnn`` over (B, T, D) from ``state`` (None: zeros), through
+    the same kernels as the module itself; returns (B, T, H) outputs and the final state."""
     if x.shape[1] == 0:
-        return x.new_zeros(1, 0, rnn.hidden_size), state
+        return x.new_zeros(x.shape[0], 0, rnn.hidden_size), state
     weights = [getattr(rnn, f"{name}_l0{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-    zeros = x.new_zeros(1, 1, rnn.hidden_size)
+    zeros = x.new_zeros(1, x.shape[0], rnn.hidden_size)
     if isinstance(rnn, nn.LSTM):
         state = state if state is not None else (zeros, zeros)
         out, h, c = torch.lstm(x, state, weights, True, 1, 0.0, False, False, True)

@@ -130,9 +130,10 @@ class StreamingRecognizer:
         self.speech_samples += len(frame) if speech else 0
         self.trailing_silence = 0 if speech else self.trailing_silence + len(frame)
         silence_ms = 1000 * self.trailing_silence / self.rate
-        if self.speech_samples == 0 and silence_ms >= self.options.endpoint_silence_ms:
+        heard = self.speech_samples > 0 or self.last_text != ""
+        if not heard and silence_ms >= self.options.endpoint_silence_ms:
             self._new_segment()  # nothing said yet: drop the silence instead of decoding it
-        elif self.speech_samples and silence_ms >= self.options.endpoint_silence_ms:
+        elif heard and silence_ms >= self.options.endpoint_silence_ms:
             events += self._endpoint()
         elif self.segment_samples >= self.options.max_segment_s * self.rate:
             events += self._endpoint()
@@ -194,7 +195,7 @@ class StreamingRecognizer:
         if self.pending.shape[0]:  # the last chunk: its right context is the end of the segment
             self._step(self.pending.shape[0])
         events = []
-        if self.committed and self.speech_samples:
+        if self.committed and (self.speech_samples or self.last_text):  # the VAD may miss quiet speech
             frames = self._final_log_probs()
             nbest = self.recognizer.decoder(frames.unsqueeze(0), torch.tensor([frames.shape[0]]))[0]
             text = self.recognizer.tokenizer.decode(nbest[0].tokens).strip() if nbest else ""

@@ -85,6 +85,30 @@ def test_forward_state_carrying_equals_a_full_forward_pass():
     torch.testing.assert_close(torch.cat(outputs, dim=1), offline, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("cell, chunk, right", [("lstm", 4, 6), ("lstm", 5, 0), ("gru", 3, 2)])
+def test_chunk_aware_training_sees_what_streaming_computes(cell, chunk, right):
+    """In training, a chunk-aware model's batched outputs equal, per utterance, the committed
+    outputs of chunk-by-chunk streaming inference with the same chunk and right context."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(cell=cell, hidden_size=16, num_layers=3, norm="layer", projection_size=12, dropout=0.0,
+                      train_chunk_frames=chunk, train_right_context_frames=right)
+    model = AcousticModel(cfg, 20, 7).train()
+    lengths = torch.tensor([61, 40, 9, 3])
+    features = torch.randn(4, 61, 20)
+    for row, length in enumerate(lengths):
+        features[row, length:] = 0.0  # as collate pads
+    with torch.no_grad():
+        batched, _ = model(features, lengths)
+        for row, length in enumerate(lengths.tolist()):
+            frames, state, committed = model.subsample(features[row : row + 1, :length]), None, []
+            for start in range(0, frames.shape[1], chunk):
+                size = min(chunk, frames.shape[1] - start)
+                log_probs, state = model.forward_chunk(frames[:, start : start + chunk + right], size, state)
+                committed.append(log_probs[:, :size])
+            streamed = torch.cat(committed, dim=1)[0]
+            torch.testing.assert_close(batched[row, : streamed.shape[0]], streamed, atol=1e-5, rtol=0)
+
+
 def test_right_context_frames_are_provisional_and_recomputed():
     """With right context, a chunk's outputs differ from offline only through the limited
     look-ahead: as the context grows the chunked outputs approach the offline ones."""

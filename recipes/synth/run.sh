@@ -7,7 +7,8 @@
 # errors in exp/<set>[.lm].errors.jsonl, 4 transcribe an example file with word timestamps.
 # Stage 5 runs only when asked (--stage 5 --stop-stage 5): train a character-RNN LM on the training
 # text (exp/charlm.pt), tune its weights on dev, score test with it (exp/test.charlm.wer).
-# Environment: SYNTH_SIZE (utterances to generate, default 3000).
+# Environment: SYNTH_SIZE (utterances to generate, default 3000); SYNTH_CONFIG (the conf/ file to
+# train with, default synth; synth_stream trains chunk-aware for `asr stream`, use a fresh exp/).
 set -euo pipefail
 cd "$(dirname "$0")"
 DEFAULT_STOP_STAGE=4
@@ -18,7 +19,7 @@ generate() {
 }
 
 train() {
-  asr train --config-name synth data.train_manifest=data/train.jsonl data.dev_manifest=data/dev.jsonl \
+  asr train --config-name "${SYNTH_CONFIG:-synth}" data.train_manifest=data/train.jsonl data.dev_manifest=data/dev.jsonl \
     trainer.output_dir=exp "${overrides[@]}"
 }
 
