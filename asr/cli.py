@@ -111,7 +111,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 def cmd_stream(args: argparse.Namespace) -> int:
     from asr.sources import Microphone, file_blocks, list_devices, stdin_blocks
-    from asr.stream import StreamingRecognizer, StreamOptions
+    from asr.stream import StreamingRecognizer, model_stream_options
     from asr.transcribe import Recognizer
 
     if args.list_devices:
@@ -120,9 +120,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if args.model is None:
         raise AsrError("stream needs MODEL (or --list-devices)")
     recognizer = Recognizer.load(args.model, device=args.model_device, options=decoding_options(args))
-    options = StreamOptions(chunk_ms=args.chunk_ms, right_context_ms=args.right_context_ms,
-                            endpoint_silence_ms=args.endpoint_silence_ms, max_segment_s=args.max_segment,
-                            final_pass=args.final_pass)
+    options = model_stream_options(recognizer, chunk_ms=args.chunk_ms, right_context_ms=args.right_context_ms,
+                                   endpoint_silence_ms=args.endpoint_silence_ms, max_segment_s=args.max_segment,
+                                   final_pass=args.final_pass)
     streamer = StreamingRecognizer(recognizer, options)
     rate, microphone = recognizer.sample_rate, None
     if args.input == "-":
@@ -289,9 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-realtime", action="store_true", help="feed --input FILE as fast as it is processed")
     p.add_argument("--json", action="store_true",
                    help='one JSON object per event: {"type": "partial"|"final", "text", "start", "end"}')
-    p.add_argument("--chunk-ms", type=float, default=so.chunk_ms, help=f"audio per model step (default {so.chunk_ms:g})")
-    p.add_argument("--right-context-ms", type=float, default=so.right_context_ms,
-                   help=f"look-ahead of a bidirectional model's backward direction (default {so.right_context_ms:g})")
+    p.add_argument("--chunk-ms", type=float, help="audio per model step (default: what a chunk-aware model was "
+                   f"trained with, else {so.chunk_ms:g})")
+    p.add_argument("--right-context-ms", type=float, help="look-ahead of a bidirectional model's backward direction "
+                   f"(default: what a chunk-aware model was trained with, else {so.right_context_ms:g})")
     p.add_argument("--endpoint-silence-ms", type=float, default=so.endpoint_silence_ms,
                    help=f"a pause this long ends a final result (default {so.endpoint_silence_ms:g})")
     p.add_argument("--max-segment", type=float, default=so.max_segment_s,

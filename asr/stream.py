@@ -53,6 +53,18 @@ class StreamOptions:
             raise ConfigError(f"vad_aggressiveness={self.vad_aggressiveness}: must be 0, 1, 2 or 3")
 
 
+def model_stream_options(recognizer: Recognizer, **given) -> StreamOptions:
+    """Stream options for this model: a chunk-aware model (``model.train_chunk_frames``) streams
+    with the chunk and right context it was trained with unless others are ``given``."""
+    given = {name: value for name, value in given.items() if value is not None}
+    cfg = recognizer.model.cfg
+    if cfg.train_chunk_frames > 0:
+        frame_ms = 1000 * recognizer.seconds_per_frame
+        given.setdefault("chunk_ms", cfg.train_chunk_frames * frame_ms)
+        given.setdefault("right_context_ms", cfg.train_right_context_frames * frame_ms)
+    return StreamOptions(**given)
+
+
 @dataclass(frozen=True)
 class StreamEvent:
     type: str  # "partial" (replaced by the next event) or "final" (committed)

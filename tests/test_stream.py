@@ -246,3 +246,16 @@ def test_microphone_stream_through_a_real_pulseaudio_device(tiny_recognizer, pul
     expected = reference.split()
     assert len(heard) == len(expected)
     assert sum(h == e for h, e in zip(heard, expected)) >= len(expected) - 1
+
+
+def test_a_chunk_aware_model_streams_with_its_training_chunks():
+    from asr.stream import model_stream_options
+    from asr.tokenizer import CharTokenizer, TextNormalization
+
+    tokenizer = CharTokenizer(sorted("ab "), TextNormalization())
+    cfg = ModelConfig(hidden_size=8, num_layers=1, train_chunk_frames=5, train_right_context_frames=7)
+    recognizer = Recognizer(AcousticModel(cfg, 80, tokenizer.vocab_size), FeatureExtractor(FeatureConfig()), tokenizer,
+                            "cpu")
+    options = model_stream_options(recognizer)  # 30 ms output frames: 3 stacked 10 ms frames
+    assert (options.chunk_ms, options.right_context_ms) == pytest.approx((150.0, 210.0))
+    assert model_stream_options(recognizer, chunk_ms=90.0).chunk_ms == 90.0

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from asr.data import read_manifest  # noqa: E402
 from asr.scoring import ErrorRates  # noqa: E402
 from asr.sources import BLOCK_MS, file_blocks  # noqa: E402
-from asr.stream import StreamingRecognizer, StreamOptions  # noqa: E402
+from asr.stream import StreamingRecognizer, StreamOptions, model_stream_options  # noqa: E402
 from asr.transcribe import Recognizer  # noqa: E402
 
 
@@ -79,14 +79,14 @@ def main() -> None:
     parser.add_argument("manifest")
     parser.add_argument("--limit", type=int, default=0, help="utterances for WER (0: all)")
     parser.add_argument("--realtime", type=int, default=30, help="utterances fed at real-time pace for latency")
-    parser.add_argument("--chunk-ms", type=float, default=StreamOptions.chunk_ms)
-    parser.add_argument("--right-context-ms", type=float, default=StreamOptions.right_context_ms)
+    parser.add_argument("--chunk-ms", type=float, help="default: as `asr stream` (the model's training chunks)")
+    parser.add_argument("--right-context-ms", type=float)
     args = parser.parse_args()
 
     recognizer = Recognizer.load(args.model, "cpu")
     utts = read_manifest(args.manifest)
     utts = utts[: args.limit] if args.limit else utts
-    options = StreamOptions(chunk_ms=args.chunk_ms, right_context_ms=args.right_context_ms)
+    options = model_stream_options(recognizer, chunk_ms=args.chunk_ms, right_context_ms=args.right_context_ms)
     references = [recognizer.tokenizer.normalize(u.text) for u in utts]
     offline = recognizer.transcribe_utterances(utts, timestamps=True)
     audio_seconds = sum(u.duration for u in utts)

@@ -5,7 +5,9 @@
 # from the training text and tune its weights on dev (exp/lm.arpa), 3 score isolated and connected
 # test sets greedy (exp/<set>.wer) and with beam search + LM (exp/<set>.lm.wer).
 # Environment: FSDD_DIR (local copy holding recordings/, default ../../../shared/data/fsdd),
-# FSDD_SPLIT=speaker for the speaker-held-out split (train on four speakers, test on theo).
+# FSDD_SPLIT=speaker for the speaker-held-out split (train on four speakers, test on the fifth);
+# FSDD_CONFIG (the conf/ file to train with, default fsdd; fsdd_stream trains chunk-aware for
+# `asr stream`, use a fresh exp/).
 set -euo pipefail
 cd "$(dirname "$0")"
 source ../stages.sh
@@ -18,7 +20,7 @@ prepare() {
 }
 
 train() {
-  asr train --config-name fsdd data.train_manifest=data/train.jsonl data.dev_manifest=data/dev.jsonl \
+  asr train --config-name "${FSDD_CONFIG:-fsdd}" data.train_manifest=data/train.jsonl data.dev_manifest=data/dev.jsonl \
     trainer.output_dir=exp "${overrides[@]}"
 }
 
