@@ -153,9 +153,6 @@ class Microphone:
                 if len(out):
                     yield out
 
-    def close(self) -> None:
-        self._stream.close()
-
 
 def stdin_blocks(input_rate: int, rate: int) -> Iterator[np.ndarray]:
     return pcm_blocks(sys.stdin.buffer, input_rate, rate)

@@ -11,7 +11,6 @@ search with an LM) as the final result. Sources (microphone, file, stdin) live i
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional
 
@@ -23,8 +22,6 @@ from asr.errors import ConfigError
 from asr.features import StreamingFeatures
 from asr.model import Subsampling
 from asr.transcribe import Recognizer
-
-log = logging.getLogger(__name__)
 
 VAD_FRAME_MS = 30  # webrtcvad takes 10, 20 or 30 ms frames
 VAD_RATES = (8000, 16000, 32000, 48000)
@@ -202,12 +199,13 @@ class StreamingRecognizer:
     def _endpoint(self) -> list[StreamEvent]:
         """Decode the rest of the segment without look-ahead beyond its end, commit it, start anew."""
         self._stack(self.features.finish(), final=True)
-        while self.pending.shape[0] > self.chunk + self.right:
-            self._step(self.chunk)
-        if self.pending.shape[0]:  # the last chunk: its right context is the end of the segment
-            self._step(self.pending.shape[0])
+        if self.options.final_pass == "chunked":  # a full final pass recomputes every frame anyway
+            while self.pending.shape[0] > self.chunk + self.right:
+                self._step(self.chunk)
+            if self.pending.shape[0]:  # the last chunk: its right context is the end of the segment
+                self._step(self.pending.shape[0])
         events = []
-        if self.committed and (self.speech_samples or self.last_text):  # the VAD may miss quiet speech
+        if self.inputs and (self.speech_samples or self.last_text):  # the VAD may miss quiet speech
             frames = self._final_log_probs()
             nbest = self.recognizer.decoder(frames.unsqueeze(0), torch.tensor([frames.shape[0]]))[0]
             text = self.recognizer.tokenizer.decode(nbest[0].tokens).strip() if nbest else ""
@@ -215,7 +213,6 @@ class StreamingRecognizer:
                 events.append(StreamEvent("final", text, self.segment_start / self.rate, self.samples_seen / self.rate))
         self._new_segment()
         return events
-
 
     def _final_log_probs(self) -> torch.Tensor:
         """(T', V) log-probs of the whole segment for its final result."""

@@ -255,7 +255,8 @@ def transcribe_long(
     base = utt.offset or 0.0
     plan = windows(utt.duration, window, overlap)
     parts = [Utterance(utt.audio_filepath, length, "", offset=base + start) for start, length, _, _ in plan]
-    per_group = max(1, int(max_frames * 0.01 // window))  # windows per inference batch (10 ms frames)
+    frames_per_window = window * 1000 / recognizer.extractor.cfg.hop_ms
+    per_group = max(1, int(max_frames // frames_per_window))  # windows per inference batch
     pieces: list[Transcript] = []
     release_free_memory()
     with tqdm(total=len(parts), desc="windows", leave=False) as progress:
