@@ -119,6 +119,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
         return 0
     if args.model is None:
         raise AsrError("stream needs MODEL (or --list-devices)")
+    if args.rate is not None and args.rate <= 0:
+        raise AsrError(f"--rate {args.rate}: must be a positive sample rate")
     recognizer = Recognizer.load(args.model, device=args.model_device, options=decoding_options(args))
     options = model_stream_options(recognizer, chunk_ms=args.chunk_ms, right_context_ms=args.right_context_ms,
                                    endpoint_silence_ms=args.endpoint_silence_ms, max_segment_s=args.max_segment,

@@ -196,6 +196,13 @@ def test_file_and_stdin_sources_give_the_same_events(tiny_recognizer, tmp_path):
     assert [e["text"] for e in file_events] == [e["text"] for e in stdin_events]
 
 
+def test_a_bad_stdin_rate_is_one_line_naming_the_flag(tiny_recognizer):
+    done = subprocess.run([sys.executable, "-m", "asr", "stream", str(tiny_recognizer[1]), "--input", "-", "--rate", "0"],
+                          input=b"\0\0", capture_output=True, timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.decode().strip().splitlines()[-1] == "asr: error: --rate 0: must be a positive sample rate"
+
+
 def test_unknown_input_device_is_one_line_listing_the_devices(tiny_recognizer):
     pytest.importorskip("sounddevice", reason="PortAudio (libportaudio2) is not installed")
     done = run_cli("stream", str(tiny_recognizer[1]), "--device", "no-such-device")
