@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import time
 import os
 import pickle
 import tempfile
@@ -28,6 +29,10 @@ from asr.model import AcousticModel, ModelConfig
 from asr.tokenizer import Tokenizer, tokenizer_from_dict
 
 log = logging.getLogger(__name__)
+
+# The tests set this to a checkpoint's file name to hold that one write open between the data
+# reaching the disk and the rename, so a SIGKILL can be aimed at the middle of a checkpoint write.
+SLOW_WRITE_ENV = "ASR_TEST_SLOW_CHECKPOINT_WRITE"
 
 FORMAT_VERSION = 1
 T = TypeVar("T")
@@ -95,6 +100,8 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        if os.environ.get(SLOW_WRITE_ENV) == path.name:  # fault injection for the kill -9 tests
+            time.sleep(30)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -139,3 +146,31 @@ def build_components(state: dict, path: str | Path = "checkpoint") -> tuple[Acou
         raise CheckpointError(f"{path}: incompatible checkpoint ({str(exc).splitlines()[0]})") from None
     model.eval()
     return model, extractor, tokenizer
+
+
+def training_checkpoints(directory: Path) -> list[Path]:
+    """A run's resumable checkpoints, newest first: ``step-<step>.pt`` by step, then the
+    ``epoch-<n>.pt`` of older versions by epoch."""
+    steps = sorted(directory.glob("step-*.pt"), reverse=True)
+    return steps + sorted(directory.glob("epoch-*.pt"), reverse=True)
+
+
+def load_latest_training_checkpoint(directory: Path) -> tuple[Path, dict] | None:
+    """The newest checkpoint in ``directory`` that loads; a corrupt one is skipped with a warning
+    (e.g. a disk filled up or a copy was cut short). Leftover temporary files of a write that was
+    killed are removed. Raises CheckpointError if checkpoints exist but none loads."""
+    for leftover in directory.glob(".*.tmp"):
+        log.warning("%s: removing the temporary file of an interrupted checkpoint write", leftover)
+        leftover.unlink(missing_ok=True)
+    candidates = training_checkpoints(directory)
+    for path in candidates:
+        try:
+            state = load_checkpoint(path)
+            if "training" not in state:
+                raise CheckpointError(f"{path}: has no training state")
+            return path, state
+        except CheckpointError as exc:
+            log.warning("%s; falling back to the previous checkpoint", exc)
+    if candidates:
+        raise CheckpointError(f"{directory}: none of the {len(candidates)} checkpoints loads (see the warnings above)")
+    return None

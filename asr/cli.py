@@ -185,7 +185,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from asr.corpora import prepare_corpus
 
-    for name, path in prepare_corpus(args.corpus, args.data_dir, args.out_dir, seed=args.seed, size=args.size).items():
+    options = {
+        "seed": args.seed,
+        "num_utterances": args.size,
+        "download": args.download,
+        "subsets": args.subsets.split(",") if args.subsets else None,
+        "language": args.language,
+        "splits": tuple(args.splits.split(",")) if args.splits else None,
+    }
+    for name, path in prepare_corpus(args.corpus, args.data_dir, args.out_dir, **options).items():
         print(f"{name}\t{path}")
     return 0
 
@@ -248,6 +256,7 @@ def float_list(text: str) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from asr.corpora import PREPARERS
     from asr.decoding import DecodingOptions
     from asr.stream import StreamOptions
 
@@ -317,11 +326,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare", help="prepare a corpus into manifests",
                        description="Write train/dev/test manifests for a corpus under OUT_DIR.")
-    p.add_argument("corpus", choices=["synth", "fsdd", "fsdd-speaker"])
+    p.add_argument("corpus", choices=list(PREPARERS))
     p.add_argument("out_dir")
-    p.add_argument("--data-dir", help="the corpus's local copy (fsdd: the folder holding recordings/)")
+    p.add_argument("--data-dir", help="the corpus's local copy (its layout: recipes/<corpus>/README.md)")
+    p.add_argument("--download", action="store_true",
+                   help="download (and checksum) the corpus into --data-dir where it is missing; needs a network")
+    p.add_argument("--subsets", help="librispeech: comma-separated subsets (default "
+                   "train-clean-100,dev-clean,test-clean,test-other; train-960 = all training subsets)")
+    p.add_argument("--language", help="commonvoice: language code for text normalization (default: the tsv's locale)")
+    p.add_argument("--splits", help="commonvoice: comma-separated tsv names (default train,dev,test)")
     p.add_argument("--size", type=int, default=None, help="synth: number of utterances to generate")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="synth, fsdd: seed of generated material")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("lm", help="language models for beam search",

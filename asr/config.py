@@ -81,8 +81,11 @@ class TrainerConfig:
     precision: Precision = Precision.auto
     num_threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default
     log_every: int = 20  # steps between TensorBoard scalars
-    resume: bool = False  # continue from the newest <output_dir>/checkpoints/epoch-*.pt
-    keep_checkpoints: int = 2  # epoch checkpoints kept (older ones are deleted)
+    resume: bool = False  # continue from the newest usable <output_dir>/checkpoints/step-*.pt
+    keep_checkpoints: int = 2  # checkpoints kept (older ones are deleted)
+    checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps within epochs; 0: epoch ends only
+    max_steps: int = 0  # stop after this many optimizer steps (smoke tests of a recipe); 0: no limit
+    max_nonfinite_steps: int = 20  # non-finite losses/gradients in a row before training stops
 
 
 @dataclass
@@ -183,6 +186,9 @@ def validate(cfg: TrainConfig) -> None:
         ("trainer.num_threads", cfg.trainer.num_threads >= 0, "must be >= 0"),
         ("trainer.log_every", cfg.trainer.log_every > 0, "must be > 0"),
         ("trainer.keep_checkpoints", cfg.trainer.keep_checkpoints > 0, "must be > 0"),
+        ("trainer.max_steps", cfg.trainer.max_steps >= 0, "must be >= 0"),
+        ("trainer.checkpoint_every_steps", cfg.trainer.checkpoint_every_steps >= 0, "must be >= 0"),
+        ("trainer.max_nonfinite_steps", cfg.trainer.max_nonfinite_steps > 0, "must be > 0"),
     ]
     for name, ok, rule in checks:
         if not ok:

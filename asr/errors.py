@@ -31,3 +31,7 @@ class TokenizerError(AsrError):
 
 class DecodingError(AsrError):
     """Decoding options, a language model or a lexicon are unusable."""
+
+
+class TrainingError(AsrError):
+    """Training cannot go on (e.g. too many non-finite steps in a row); a checkpoint was saved."""

@@ -25,6 +25,11 @@ BLANK = "<blank>"
 BLANK_ID = 0
 
 
+class DigitPolicy(str, Enum):
+    keep = "keep"  # digits stay as they are (they become characters or pieces of their own)
+    spell = "spell"  # digit strings become English number words: "42" -> "forty two"
+
+
 class TokenizerKind(str, Enum):
     char = "char"
     bpe = "bpe"
@@ -39,19 +44,23 @@ class TokenizerConfig:
     vocab_size: int = 128  # sentencepiece kinds only; the blank comes on top
     lowercase: bool = True
     keep_punctuation: bool = False  # apostrophes are always kept
+    digits: DigitPolicy = DigitPolicy.keep
 
 
 @dataclass(frozen=True)
 class TextNormalization:
     """The declared normalization applied identically to training text, LM text and scoring:
-    Unicode NFKC, optional lower-casing, punctuation (except apostrophes) replaced by spaces,
-    whitespace collapsed."""
+    Unicode NFKC, optional spelling of digit strings as English words, optional lower-casing,
+    punctuation (except apostrophes) replaced by spaces, whitespace collapsed."""
 
     lowercase: bool = True
     keep_punctuation: bool = False
+    digits: str = "keep"  # a DigitPolicy value
 
     def __call__(self, text: str) -> str:
         text = unicodedata.normalize("NFKC", text)
+        if self.digits == DigitPolicy.spell.value:
+            text = spell_digits(text)
         if self.lowercase:
             text = text.lower()
         if not self.keep_punctuation:
@@ -59,6 +68,39 @@ class TextNormalization:
                 ch if ch == "'" or not unicodedata.category(ch).startswith(("P", "S")) else " " for ch in text
             )
         return re.sub(r"\s+", " ", text).strip()
+
+
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+         "sixteen seventeen eighteen nineteen").split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_SCALES = ((10**12, "trillion"), (10**9, "billion"), (10**6, "million"), (1000, "thousand"), (100, "hundred"))
+
+
+def number_words(n: int) -> str:
+    """English cardinal words of a non-negative integer: 1905 -> "one thousand nine hundred five"."""
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    for scale, name in _SCALES:
+        if n >= scale:
+            head, rest = divmod(n, scale)
+            return f"{number_words(head)} {name}" + ("" if rest == 0 else " " + number_words(rest))
+    raise AssertionError("unreachable")
+
+
+def spell_digits(text: str) -> str:
+    """Replace digit strings by English words; thousands separators ("1,000") are dropped, and
+    strings with a leading zero or over 15 digits ("007", card numbers) are read digit by digit."""
+    text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)
+
+    def words(match: re.Match) -> str:
+        digits = match.group()
+        if (digits.startswith("0") and len(digits) > 1) or len(digits) > 15:
+            return " " + " ".join(_ONES[int(d)] for d in digits) + " "
+        return " " + number_words(int(digits)) + " "
+
+    return re.sub(r"\d+", words, text)
 
 
 class Tokenizer:
@@ -177,7 +219,7 @@ class SentencePieceTokenizer(Tokenizer):
 
 def train_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]) -> Tokenizer:
     """Build the tokenizer that ``cfg`` describes from the training transcripts."""
-    normalize = TextNormalization(lowercase=cfg.lowercase, keep_punctuation=cfg.keep_punctuation)
+    normalize = TextNormalization(cfg.lowercase, cfg.keep_punctuation, DigitPolicy(cfg.digits).value)
     kind = TokenizerKind(cfg.kind)
     if kind is TokenizerKind.char:
         return CharTokenizer.train(texts, normalize)
@@ -194,4 +236,4 @@ def tokenizer_from_dict(data: dict) -> Tokenizer:
 
 
 def _norm_dict(norm: TextNormalization) -> dict:
-    return {"lowercase": norm.lowercase, "keep_punctuation": norm.keep_punctuation}
+    return {"lowercase": norm.lowercase, "keep_punctuation": norm.keep_punctuation, "digits": norm.digits}

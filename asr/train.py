@@ -2,8 +2,10 @@
 
 ``train(cfg)`` is a plain function (the CLI and the tests call it the same way). It leaves
 ``<output_dir>/model.pt`` (the best model by dev WER, self-contained for transcription),
-``checkpoints/epoch-NNN.pt`` (everything to resume exactly; the newest few are kept), ``config.yaml``, ``train.log`` and TensorBoard
-scalars under ``tensorboard/``.
+``checkpoints/step-<step>.pt`` (everything to resume exactly, also mid-epoch; the newest few are
+kept), ``config.yaml``, ``train.log``, ``steps.tsv`` (step, loss, learning rate of every step) and
+TensorBoard scalars under ``tensorboard/``. Ctrl-C (SIGINT) finishes the current step, saves a
+checkpoint and stops; ``trainer.resume=true`` continues bit for bit where it stopped.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import logging
 import math
 import random
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -22,10 +26,10 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from asr.checkpoint import inference_state, load_checkpoint, save_checkpoint
+from asr.checkpoint import inference_state, load_latest_training_checkpoint, save_checkpoint
 from asr.config import DecayKind, OptimizerKind, Precision, TrainConfig, to_yaml
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest
-from asr.errors import ConfigError
+from asr.errors import ConfigError, TrainingError
 from asr.features import FeatureExtractor, feature_stats
 from asr.model import AcousticModel, ctc_loss
 from asr.tokenizer import Tokenizer, tokenizer_from_dict, train_tokenizer
@@ -78,10 +82,15 @@ def lr_factor(step: int, total_steps: int, warmup: int, decay: DecayKind, min_ra
     return min_ratio**progress
 
 
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    """The newest epoch checkpoint of a run, or None."""
-    found = sorted((out_dir / CHECKPOINT_DIR).glob("epoch-*.pt"))
-    return found[-1] if found else None
+@dataclass
+class EpochTotals:
+    """Running sums of the current epoch (part of the checkpoint, so a resumed epoch reports the
+    same averages as an uninterrupted one)."""
+
+    loss: float = 0.0
+    batches: int = 0
+    frames: int = 0
+    seconds: float = 0.0
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -109,8 +118,8 @@ class Trainer:
             torch.set_num_threads(cfg.trainer.num_threads)
         random.seed(cfg.trainer.seed)
         torch.manual_seed(cfg.trainer.seed)
-        resume_path = latest_checkpoint(out_dir) if cfg.trainer.resume else None
-        resume = load_checkpoint(resume_path) if resume_path else None
+        found = load_latest_training_checkpoint(out_dir / CHECKPOINT_DIR) if cfg.trainer.resume else None
+        resume_path, resume = found if found else (None, None)
 
         train_utts = self._read(cfg.data.train_manifest, "train", drop_long=True)
         dev_utts = self._read(cfg.data.dev_manifest, "dev", drop_long=False)
@@ -134,10 +143,13 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.step, self.epoch, self.best, self.bad_epochs, self.skipped_steps = 0, 0, (math.inf, math.inf), 0, 0
+        self.batch_in_epoch, self.totals, self.nonfinite_in_row = 0, EpochTotals(), 0
+        self.stop_requested = False
         if resume is not None:
             self.model.load_state_dict(resume["model"]["state_dict"])
             self._restore(resume["training"])
-            log.info("resumed from %s at epoch %d, step %d", resume_path, self.epoch, self.step)
+            log.info("resumed from %s at epoch %d, step %d", resume_path, self.epoch + 1, self.step)
+        self.step_log = _open_step_log(self.out_dir / "steps.tsv", self.step)
         self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
 
     def _read(self, manifest: str, name: str, drop_long: bool) -> list[Utterance]:
@@ -200,6 +212,7 @@ class Trainer:
             prefetch_factor=4 if workers else None,
             # a private generator keeps worker seeding from consuming the global RNG (exact resume)
             generator=torch.Generator().manual_seed(self.cfg.trainer.seed),
+            worker_init_fn=_ignore_sigint if workers else None,
         )
 
     def _autocast(self):
@@ -208,10 +221,32 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def run(self) -> Path:
+        """Train to the end (or early stop), then return the best model's path. On SIGINT the
+        current step is finished, a checkpoint saved, and KeyboardInterrupt raised."""
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, self._request_stop)
+        try:
+            return self._run()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            self.step_log.close()
+            self.writer.close()
+
+    def _request_stop(self, signum, frame) -> None:
+        if self.stop_requested:  # a second Ctrl-C: stop now, without a checkpoint
+            raise KeyboardInterrupt
+        log.warning("interrupt: finishing this step, then saving a checkpoint (Ctrl-C again to stop at once)")
+        self.stop_requested = True
+
+    def _run(self) -> Path:
         model_path = self.out_dir / "model.pt"
         while self.epoch < self.cfg.trainer.epochs:
             result = self._train_epoch()
-            self.epoch += 1
+            if result is None:  # interrupted or step limit: the epoch is not finished
+                break
+            self.epoch, self.batch_in_epoch, self.totals = self.epoch + 1, 0, EpochTotals()
             log.info(
                 "epoch %d: loss %.4f, %.0f frames/s, dev WER %.2f CER %.2f",
                 self.epoch, result.loss, result.frames_per_second, result.dev_wer, result.dev_cer,
@@ -225,36 +260,55 @@ class Trainer:
                 log.info("new best model (dev WER %.2f): %s", result.dev_wer, model_path)
             else:
                 self.bad_epochs += 1
-            self._save_epoch_checkpoint()
+            self._save_checkpoint()
             if self.cfg.trainer.patience and self.bad_epochs >= self.cfg.trainer.patience:
                 log.info("early stopping: no dev WER improvement for %d epochs", self.bad_epochs)
                 break
-        self.writer.close()
+        if self.stop_requested:
+            path = self._save_checkpoint()
+            log.warning("interrupted at step %d: checkpoint %s; continue with trainer.resume=true", self.step, path)
+            raise KeyboardInterrupt
+        if self._step_limit_reached():
+            log.info("stopping: trainer.max_steps=%d reached", self.cfg.trainer.max_steps)
+            self._save_checkpoint()
         if not model_path.exists():  # resumed after the last epoch without a best model saved
             save_checkpoint(inference_state(self.model, self.extractor, self.tokenizer), model_path)
         log.info("final model: %s (best dev WER %.2f CER %.2f)", model_path, *self.best)
         return model_path
 
-    def _train_epoch(self) -> EpochResult:
+    def _train_epoch(self) -> EpochResult | None:
+        """The rest of the current epoch (from ``batch_in_epoch`` when resumed mid-epoch) and its
+        dev scores; None when it stopped early (interrupt or ``trainer.max_steps``)."""
         self.model.train()
-        self.sampler.set_epoch(self.epoch)
+        self.sampler.set_epoch(self.epoch, start_batch=self.batch_in_epoch)
         loader = self._loader(self.train_set, self.sampler)
-        total_loss = total_frames = batches = 0
-        start = time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.cfg.trainer.epochs}", leave=False, mininterval=2, disable=None)
+        totals, every = self.totals, self.cfg.trainer.checkpoint_every_steps
+        start = time.perf_counter() - totals.seconds
+        bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.cfg.trainer.epochs}", leave=False, mininterval=2,
+                   disable=None, initial=self.batch_in_epoch, total=self.batch_in_epoch + len(self.sampler))
         for batch in bar:
+            if self.stop_requested or self._step_limit_reached():
+                return None
             loss = self._train_step(batch)
+            self.batch_in_epoch += 1
             if loss is not None:
-                total_loss, batches = total_loss + loss, batches + 1
-            total_frames += batch.num_frames
-            fps = total_frames / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{total_loss / max(1, batches):.3f}", frames_s=f"{fps:.0f}")
-        elapsed = time.perf_counter() - start
+                totals.loss, totals.batches = totals.loss + loss, totals.batches + 1
+            totals.frames += batch.num_frames
+            totals.seconds = time.perf_counter() - start
+            bar.set_postfix(loss=f"{totals.loss / max(1, totals.batches):.3f}", frames_s=f"{totals.frames / totals.seconds:.0f}")
+            if every and self.step % every == 0:
+                self._save_checkpoint()
+        if self.stop_requested or self._step_limit_reached() and self.batch_in_epoch < len(self.sampler.batches(self.epoch)):
+            return None
         dev = recognize_dataset(
             self.model, self.dev_set, self.tokenizer, self.cfg.data.max_frames_per_batch, self.device, self.amp_dtype,
             decoder=self.decoder,
         )
-        return EpochResult(total_loss / max(1, batches), total_frames / max(elapsed, 1e-9), dev.wer, dev.cer)
+        fps = totals.frames / max(totals.seconds, 1e-9)
+        return EpochResult(totals.loss / max(1, totals.batches), fps, dev.wer, dev.cer)
+
+    def _step_limit_reached(self) -> bool:
+        return 0 < self.cfg.trainer.max_steps <= self.step
 
     def _train_step(self, batch) -> float | None:
         """One optimizer step; returns the loss, or None when the step was skipped."""
@@ -272,27 +326,48 @@ class Trainer:
             self.scaler.step(self.optimizer)  # the scaler itself skips non-finite fp16 steps
             self.scaler.update()
         else:
-            self.skipped_steps += 1
-            log.warning("step %d: non-finite loss or gradient, step skipped (%d so far)", self.step, self.skipped_steps)
+            self._count_nonfinite()
+        self.nonfinite_in_row = 0 if finite else self.nonfinite_in_row
         self.scheduler.step()
         self.step += 1
+        self.step_log.write(f"{self.step}\t{loss_value!r}\t{self.scheduler.get_last_lr()[0]!r}\n")
         if self.step % self.cfg.trainer.log_every == 0:
             self.writer.add_scalar("train/loss", loss_value, self.step)
             self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
             self.writer.add_scalar("train/grad_norm", float(grad_norm), self.step)
         return loss_value if finite else None
 
-    def _save_epoch_checkpoint(self) -> None:
+    def _count_nonfinite(self) -> None:
+        self.skipped_steps += 1
+        self.nonfinite_in_row += 1
+        log.warning("step %d: non-finite loss or gradient, step skipped (%d so far, %d in a row)",
+                    self.step, self.skipped_steps, self.nonfinite_in_row)
+        limit = self.cfg.trainer.max_nonfinite_steps
+        if self.nonfinite_in_row >= limit:
+            self.step_log.flush()
+            path = self._save_checkpoint()
+            raise TrainingError(
+                f"{limit} non-finite steps in a row at step {self.step} (trainer.max_nonfinite_steps): the learning "
+                f"rate may be too high or the data broken; checkpoint saved to {path}"
+            )
+
+    def _save_checkpoint(self) -> Path:
+        """Checkpoint the exact training state (mid-epoch too); keep the newest few."""
         directory = self.out_dir / CHECKPOINT_DIR
-        save_checkpoint(self._training_state(), directory / f"epoch-{self.epoch:03d}.pt")
-        for old in sorted(directory.glob("epoch-*.pt"))[: -self.cfg.trainer.keep_checkpoints]:
+        self.step_log.flush()
+        path = save_checkpoint(self._training_state(), directory / f"step-{self.step:09d}.pt")
+        for old in sorted(directory.glob("step-*.pt"))[: -self.cfg.trainer.keep_checkpoints]:
             old.unlink()
+        return path
 
     def _training_state(self) -> dict:
         state = inference_state(self.model, self.extractor, self.tokenizer)
         state["training"] = {
             "step": self.step,
             "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "epoch_totals": [self.totals.loss, self.totals.batches, self.totals.frames, self.totals.seconds],
+            "nonfinite_in_row": self.nonfinite_in_row,
             "best": list(self.best),
             "bad_epochs": self.bad_epochs,
             "skipped_steps": self.skipped_steps,
@@ -309,11 +384,33 @@ class Trainer:
         self.scheduler.load_state_dict(training["scheduler"])
         self.scaler.load_state_dict(training["scaler"])
         self.step, self.epoch = training["step"], training["epoch"]
+        self.batch_in_epoch = training.get("batch_in_epoch", 0)  # absent in checkpoints of older versions
+        self.totals = EpochTotals(*training.get("epoch_totals", ()))
+        self.nonfinite_in_row = training.get("nonfinite_in_row", 0)
         self.best, self.bad_epochs = tuple(training["best"]), training["bad_epochs"]
         self.skipped_steps = training["skipped_steps"]
         torch.set_rng_state(training["torch_rng"])
         if training["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(training["cuda_rng"])
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """Loader workers leave Ctrl-C to the main process, which finishes its step and checkpoints;
+    otherwise a worker dies on the signal and the next fetch fails before the checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _open_step_log(path: Path, step: int):
+    """``steps.tsv`` (step, loss, learning rate per line) kept to the first ``step`` steps, so a
+    resumed run's log holds each step once, as an uninterrupted run's does."""
+    kept = []
+    if step and path.exists():
+        kept = [line for line in path.read_text().splitlines(keepends=True) if line.split("\t")[0].isdigit()
+                and int(line.split("\t")[0]) <= step and line.endswith("\n")]
+    log_file = open(path, "w", buffering=1 << 16)
+    log_file.write("step\tloss\tlr\n")
+    log_file.writelines(kept)
+    return log_file
 
 
 def _attach_file_log(path: Path) -> logging.Handler:

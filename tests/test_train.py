@@ -27,7 +27,10 @@ def test_tiny_model_overfits_real_utterances(trained_tiny):
     model_path, manifest, rates = trained_tiny
     assert rates.cer <= 5.0, [(u.reference, u.hypothesis) for u in rates.utterances]
     out = model_path.parent
-    assert (out / "config.yaml").is_file() and (out / "checkpoints" / "epoch-040.pt").is_file() and (out / "train.log").is_file()
+    assert (out / "config.yaml").is_file() and (out / "train.log").is_file()
+    assert len(list((out / "checkpoints").glob("step-*.pt"))) == 2  # trainer.keep_checkpoints
+    steps = (out / "steps.tsv").read_text().splitlines()
+    assert steps[0] == "step\tloss\tlr" and [int(line.split()[0]) for line in steps[1:]] == list(range(1, len(steps)))
     assert list((out / "tensorboard").iterdir())
 
 
@@ -35,8 +38,9 @@ def test_checkpoint_holds_everything_to_resume_and_to_transcribe(trained_tiny):
     model_path, _, _ = trained_tiny
     final = load_checkpoint(model_path)
     assert set(final) == {"format_version", "model", "features", "tokenizer"}
-    last = load_checkpoint(model_path.parent / "checkpoints" / "epoch-040.pt")
-    assert {"optimizer", "scheduler", "scaler", "torch_rng", "step", "epoch"} <= set(last["training"])
+    last = load_checkpoint(sorted((model_path.parent / "checkpoints").glob("step-*.pt"))[-1])
+    assert {"optimizer", "scheduler", "scaler", "torch_rng", "step", "epoch", "batch_in_epoch"} <= set(last["training"])
+    assert last["training"]["epoch"] == 40 and last["training"]["batch_in_epoch"] == 0
 
 
 def test_checkpoint_round_trip_transcribes_identically(trained_tiny, tmp_path):
@@ -60,15 +64,16 @@ def test_resumed_training_matches_uninterrupted_training_bit_for_bit(trained_tin
 
     out = tmp_path / "resumed"
     shutil.copytree(model_path.parent, out)
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-039.pt", "epoch-040.pt"]
-    (out / "checkpoints" / "epoch-040.pt").unlink()
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    (out / "checkpoints" / names[-1]).unlink()
     train(tiny_config(manifest, out, epochs=40, resume=True))
-    original = load_checkpoint(model_path.parent / "checkpoints" / "epoch-040.pt")
-    resumed = load_checkpoint(out / "checkpoints" / "epoch-040.pt")
+    original = load_checkpoint(model_path.parent / "checkpoints" / names[-1])
+    resumed = load_checkpoint(out / "checkpoints" / names[-1])
     assert resumed["training"]["step"] == original["training"]["step"]
     for name, tensor in original["model"]["state_dict"].items():
         assert torch.equal(tensor, resumed["model"]["state_dict"][name]), name
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-039.pt", "epoch-040.pt"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == names
+    assert (out / "steps.tsv").read_text() == (model_path.parent / "steps.tsv").read_text()
 
 
 def test_transcription_is_independent_of_container_and_batching(trained_tiny, tmp_path):
