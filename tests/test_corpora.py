@@ -36,7 +36,7 @@ def test_prepare_synth_writes_speech_and_manifests(tmp_path):
 
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
-    paths = prepare_synth(tmp_path, num_utterances=20, seed=1)
+    paths = prepare_synth(tmp_path, size=20, seed=1)
     assert set(paths) == {"train", "dev", "test"}
     utts = read_manifest(paths["train"])
     assert len(utts) == 17

@@ -46,3 +46,30 @@ def test_tokenizers_survive_serialization_as_plain_data(kind):
 def test_empty_training_text_is_a_clear_error():
     with pytest.raises(TokenizerError, match="empty"):
         train_tokenizer(TokenizerConfig(), ["", "  "])
+
+
+@pytest.mark.parametrize("text, spoken", [
+    ("42", "forty two"),
+    ("in 1905", "in one thousand nine hundred five"),
+    ("1,000,000 people", "one million people"),
+    ("call 007", "call zero zero seven"),
+    ("mp3 and 3.5", "mp three and three five"),
+    ("100 200", "one hundred two hundred"),
+    ("0", "zero"),
+])
+def test_digit_spelling(text, spoken):
+    assert TextNormalization(digits="spell")(text) == spoken
+    assert TextNormalization()(text) == TextNormalization()(text.replace(",", " "))  # "keep" leaves digits
+
+
+def test_digit_policy_travels_with_the_tokenizer():
+    from asr.tokenizer import DigitPolicy
+
+    cfg = TokenizerConfig(kind=TokenizerKind.char, digits=DigitPolicy.spell)
+    tok = train_tokenizer(cfg, ["twenty one", "nine"])
+    assert tok.decode(tok.encode("21")) == "twenty one"
+    restored = tokenizer_from_dict(tok.to_dict())
+    assert restored.normalize.digits == "spell" and restored.encode("21") == tok.encode("21")
+    old = tok.to_dict()
+    del old["normalization"]["digits"]  # checkpoints written before the option existed
+    assert tokenizer_from_dict(old).normalize.digits == "keep"

@@ -106,15 +106,25 @@ def _write_split(out_dir: Path, name: str, clips: list[Clip], connected: int, rn
     return paths
 
 
+def connected_counts(size: int | None) -> dict[str, int]:
+    """Connected strings per split: ``size`` for training (default 2,000), dev and test in the
+    default's proportion (150 and 300 for 2,000), at least one each."""
+    train = 2000 if size is None else size
+    if train < 1:
+        raise AsrError(f"--size {train}: the number of connected training strings must be positive")
+    return {"train": train, "dev": max(1, round(train * 0.075)), "test": max(1, round(train * 0.15))}
+
+
 def prepare_fsdd(
     data_dir: str | Path,
     out_dir: str | Path,
     seed: int = 0,
     connected: dict[str, int] | None = None,
+    size: int | None = None,
 ) -> dict[str, Path]:
     """Manifests for the take-based split: train/dev (isolated + connected mixed) and
-    isolated_test / connected_test."""
-    counts = connected or {"train": 2000, "dev": 150, "test": 300}
+    isolated_test / connected_test; ``size`` connected training strings (see :func:`connected_counts`)."""
+    counts = connected or connected_counts(size)
     clips = find_clips(data_dir)
     rng = random.Random(seed)
     out_dir = Path(out_dir)
@@ -131,10 +141,11 @@ def prepare_fsdd_speaker(
     held_out: str = "theo",
     seed: int = 0,
     connected: dict[str, int] | None = None,
+    size: int | None = None,
 ) -> dict[str, Path]:
     """Speaker-held-out split: train/dev on four speakers (dev = their takes 0-4), test on the
     fifth speaker's every take, so the figures measure generalization to a new voice."""
-    counts = connected or {"train": 2000, "dev": 150, "test": 300}
+    counts = connected or connected_counts(size)
     clips = find_clips(data_dir)
     if held_out not in {c.speaker for c in clips}:
         raise AsrError(f"speaker {held_out!r} not found in {data_dir}")

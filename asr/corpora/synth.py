@@ -127,7 +127,7 @@ def synthesize(item: SynthItem, path: Path) -> float:
     return waveform.shape[0] / SAMPLE_RATE
 
 
-def prepare_synth(out_dir: str | Path, num_utterances: int = 3000, seed: int = 0, workers: int = 4) -> dict[str, Path]:
+def prepare_synth(out_dir: str | Path, size: int = 3000, seed: int = 0, workers: int = 4) -> dict[str, Path]:
     """Generate the corpus under ``out_dir`` (wav/ and {train,dev,test}.jsonl); returns the
     manifests. Existing complete manifests are kept (the marker is the manifest itself)."""
     if shutil.which("espeak-ng") is None:
@@ -135,7 +135,7 @@ def prepare_synth(out_dir: str | Path, num_utterances: int = 3000, seed: int = 0
     out_dir = Path(out_dir)
     wav_dir = out_dir / "wav"
     wav_dir.mkdir(parents=True, exist_ok=True)
-    items = plan_corpus(num_utterances, seed)
+    items = plan_corpus(size, seed)
 
     def run(item: SynthItem) -> Utterance:
         path = wav_dir / f"{item.key}.wav"

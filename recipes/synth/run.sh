@@ -13,27 +13,11 @@ set -euo pipefail
 cd "$(dirname "$0")"
 DEFAULT_STOP_STAGE=4
 source ../stages.sh
+source ../pipeline.sh
+config="${SYNTH_CONFIG:-synth}" data=data train_set=train dev_set=dev test_sets=(dev test)
 
 generate() {
   asr prepare synth data --size "${SYNTH_SIZE:-3000}"
-}
-
-train() {
-  asr train --config-name "${SYNTH_CONFIG:-synth}" data.train_manifest=data/train.jsonl data.dev_manifest=data/dev.jsonl \
-    trainer.output_dir=exp "${overrides[@]}"
-}
-
-language_model() {
-  asr lm build data/train.jsonl --order 3 --model exp/model.pt -o exp/lm.arpa
-  asr lm tune exp/model.pt data/dev.jsonl --lm exp/lm.arpa
-}
-
-score() {
-  for set in dev test; do
-    asr evaluate exp/model.pt "data/$set.jsonl" --report "exp/$set.errors.jsonl" | tee "exp/$set.wer"
-    asr evaluate exp/model.pt "data/$set.jsonl" --lm exp/lm.arpa --report "exp/$set.lm.errors.jsonl" \
-      | tee "exp/$set.lm.wer"
-  done
 }
 
 example() {
@@ -44,14 +28,14 @@ example() {
 charlm() {
   asr lm train data/train.jsonl --model exp/model.pt -o exp/charlm.pt
   asr lm tune exp/model.pt data/dev.jsonl --lm exp/charlm.pt --lm-weights 0.25,0.5,1 --word-scores 0,1
-  asr evaluate exp/model.pt data/test.jsonl --lm exp/charlm.pt --report exp/test.charlm.errors.jsonl \
+  asr evaluate exp/model.pt data/test.jsonl --skip-bad --lm exp/charlm.pt --report exp/test.charlm.errors.jsonl \
     | tee exp/test.charlm.wer
 }
 
 run_stage 0 data generate
-run_stage 1 train train
+run_stage 1 train train_model
 run_stage 2 lm language_model
-run_stage 3 score score
+run_stage 3 score score_sets
 run_stage 4 example example
 run_stage 5 charlm charlm
 echo "held-out-voice test set, greedy: $(tail -n 1 exp/test.wer 2>/dev/null || echo 'not scored yet')"

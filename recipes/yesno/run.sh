@@ -20,7 +20,7 @@ train() {
 }
 
 score() {
-  asr evaluate exp/model.pt data/test.jsonl --report exp/test.errors.jsonl | tee exp/test.wer
+  asr evaluate exp/model.pt data/test.jsonl --skip-bad --report exp/test.errors.jsonl | tee exp/test.wer
 }
 
 run_stage 0 data prepare

@@ -1,0 +1,45 @@
+# The stages every corpus shares after its own preparation (sourced by recipes/<corpus>/run.sh
+# after stages.sh). The recipe sets: config (conf/<config>.yaml), data (manifest folder), train_set,
+# dev_set, test_sets (manifest names without .jsonl); LM_TEXT (environment, optional) replaces the
+# training transcripts as LM text (a text file, one sentence per line, or a manifest).
+
+# Tokenizer and acoustic model: the tokenizer is trained from the training transcripts at the start
+# of training and stored in the checkpoint with the model (exp/model.pt).
+train_model() {
+  asr train --config-name "$config" "data.train_manifest=$data/$train_set.jsonl" \
+    "data.dev_manifest=$data/$dev_set.jsonl" "trainer.output_dir=$exp" "${overrides[@]}"
+}
+
+# Word trigram (modified Kneser-Ney, normalized as the model's tokenizer normalizes) and its
+# weights tuned on dev (exp/lm.arpa, exp/lm.arpa.params.json).
+language_model() {
+  asr lm build "${LM_TEXT:-$data/$train_set.jsonl}" --order 3 --model "$exp/model.pt" -o "$exp/lm.arpa"
+  asr lm tune "$exp/model.pt" "$data/$dev_set.jsonl" --lm "$exp/lm.arpa"
+}
+
+# Decode and score each test set greedy and with beam search + LM: exp/<set>.wer (the summary, last
+# line "WER x CER y") and exp/<set>.errors.jsonl (per utterance); .lm. in the names for beam + LM.
+score_sets() {
+  local set
+  for set in "${test_sets[@]}"; do
+    asr evaluate "$exp/model.pt" "$data/$set.jsonl" --skip-bad --report "$exp/$set.errors.jsonl" | tee "$exp/$set.wer"
+    asr evaluate "$exp/model.pt" "$data/$set.jsonl" --skip-bad --lm "$exp/lm.arpa" --report "$exp/$set.lm.errors.jsonl" \
+      | tee "$exp/$set.lm.wer"
+  done
+}
+
+print_results() {
+  local set
+  for set in "${test_sets[@]}"; do
+    echo "$set greedy: $(tail -n 1 "$exp/$set.wer" 2>/dev/null || echo 'not scored yet')"
+    echo "$set beam + LM: $(tail -n 1 "$exp/$set.lm.wer" 2>/dev/null || echo 'not scored yet')"
+  done
+}
+
+# The standard stage list after a recipe's own stage 0 (prepare).
+run_pipeline() {
+  run_stage 1 train train_model
+  run_stage 2 lm language_model
+  run_stage 3 score score_sets
+  print_results
+}
