@@ -15,6 +15,8 @@ from asr.errors import AudioError
 
 log = logging.getLogger(__name__)
 
+RATE_RANGE = (1000, 1_000_000)  # sample rates accepted as audio (Hz)
+
 
 def audio_info(path: str | Path) -> tuple[int, float]:
     """Return (sample_rate, duration in seconds) of an audio file without decoding it."""
@@ -24,9 +26,13 @@ def audio_info(path: str | Path) -> tuple[int, float]:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise AudioError(f"{path}: cannot read audio ({_first_line(exc)})") from None
-    if info.samplerate <= 0:
-        raise AudioError(f"{path}: invalid sample rate {info.samplerate}")
+    _check_rate(path, info.samplerate)
     return info.samplerate, info.frames / info.samplerate
+
+
+def _check_rate(path: str | Path, rate: int) -> None:
+    if not RATE_RANGE[0] <= rate <= RATE_RANGE[1]:
+        raise AudioError(f"{path}: sample rate {rate} Hz is not audio (expected {RATE_RANGE[0]:,}-{RATE_RANGE[1]:,} Hz)")
 
 
 def load_audio(
@@ -55,6 +61,7 @@ def load_audio(
     try:
         with sf.SoundFile(str(path)) as f:
             file_rate = f.samplerate
+            _check_rate(path, file_rate)
             start = int(round(offset * file_rate))
             if start > 0:
                 if start >= f.frames:
@@ -80,6 +87,13 @@ def resample(waveform: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Ten
     if orig_rate == new_rate:
         return waveform
     up, down = _reduced_ratio(int(orig_rate), int(new_rate))
+    if up * down > 2_000_000:
+        # torchaudio's polyphase kernel has down x (up + width) taps: for a rate like 44,101 Hz that
+        # is gigabytes; soxr (through librosa) resamples any ratio in little memory
+        import librosa
+
+        resampled = librosa.resample(waveform.numpy(), orig_sr=orig_rate, target_sr=new_rate, res_type="soxr_hq")
+        return torch.from_numpy(np.ascontiguousarray(resampled, dtype=np.float32))
     return AF.resample(waveform, up, down)
 
 

@@ -84,29 +84,39 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from asr.outputs import OutputFormat, output_paths, render, write_text_atomic
-    from asr.transcribe import Recognizer, collect_inputs, transcribe_all
+    from asr.outputs import OutputFormat, TranscriptWriter
+    from asr.transcribe import Recognizer, collect_inputs, iter_transcripts
 
     fmt = OutputFormat(args.format)
     recognizer = Recognizer.load(args.model, device=args.device, options=decoding_options(args))
-    utts = collect_inputs(args.audio)
-    if not utts:
+    utts, failed = collect_inputs(args.audio)
+    if len(failed) == 1 and not utts:
+        raise AsrError(failed[0][1])
+    if not utts and not failed:
         raise AsrError("no audio to transcribe in " + " ".join(args.audio))
-    if len(utts) > 1 and fmt in (OutputFormat.srt, OutputFormat.vtt, OutputFormat.tsv) and not args.output_dir:
+    if len(utts) + len(failed) > 1 and fmt in (OutputFormat.srt, OutputFormat.vtt, OutputFormat.tsv) and not args.output_dir:
         raise AsrError(f"--format {fmt.value} with several inputs needs --output-dir (one file per input)")
-    timestamps = fmt not in (OutputFormat.txt,)
-    transcripts = transcribe_all(recognizer, utts, timestamps=timestamps)
-    if args.output_dir:
-        for t, path in zip(transcripts, output_paths([t.key for t in transcripts], args.output_dir, fmt)):
-            write_text_atomic(path, render(t, fmt))
-        log.info("wrote %d %s files to %s", len(transcripts), fmt.value, args.output_dir)
-        return 0
-    for t in transcripts:
-        if fmt is OutputFormat.txt and len(transcripts) > 1:
-            print(f"{t.key}\t{t.text}")
-        else:
-            print(render(t, fmt), end="")
-    return 0
+    for _, reason in failed:
+        print(f"asr: warning: {reason}; skipped", file=sys.stderr)
+    total, unreadable = len(utts) + len(failed), len(failed)
+    writer, interrupted = TranscriptWriter(utts, fmt, args.output_dir), False
+    try:
+        for index, transcript in iter_transcripts(recognizer, utts, timestamps=fmt is not OutputFormat.txt):
+            if transcript.error is None:
+                writer.finished(index, transcript)
+            elif total == 1:
+                raise AsrError(transcript.error)
+            else:
+                failed.append((transcript.key, transcript.error))
+                print(f"asr: warning: {transcript.error}; skipped", file=sys.stderr)
+    except KeyboardInterrupt:
+        interrupted = True  # what finished is still written below
+    writer.close()
+    if failed or interrupted:
+        missing = len(utts) - len(writer.done) - (len(failed) - unreadable)
+        print(f"asr: transcribed {len(writer.done)} of {total} inputs; {len(failed)} failed"
+              + (f", {missing} not transcribed (interrupted)" if interrupted else ""), file=sys.stderr)
+    return 130 if interrupted else (1 if failed else 0)
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
@@ -172,12 +182,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from asr.transcribe import Recognizer
 
     recognizer = Recognizer.load(args.model, device=args.device, options=decoding_options(args))
-    rates = recognizer.evaluate(args.manifest)
+    rates = recognizer.evaluate(args.manifest, skip_bad=args.skip_bad)
     if args.report:
         rates.write_report(args.report)
         log.info("per-utterance errors: %s", args.report)
     words = sum(u.words for u in rates.utterances)
     print(f"{Path(args.manifest).name}: {len(rates.utterances)} utterances, {words} words")
+    if rates.skipped:
+        print(f"skipped {len(rates.skipped)} bad lines or utterances (left out of the rates; warnings above)")
     print(rates.summary())
     return 0
 
@@ -187,7 +199,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     options = {
         "seed": args.seed,
-        "num_utterances": args.size,
+        "size": args.size,
         "download": args.download,
         "subsets": args.subsets.split(",") if args.subsets else None,
         "language": args.language,
@@ -320,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("manifest", help="JSON-lines manifest with audio_filepath, duration, text")
     p.add_argument("--report", help="write per-utterance reference/hypothesis/errors (JSON lines) here")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip bad manifest lines and unreadable audio with a warning (counted) instead of stopping")
     p.add_argument("--device", default="auto")
     add_decoding_arguments(p)
     p.set_defaults(func=cmd_evaluate)
@@ -335,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "train-clean-100,dev-clean,test-clean,test-other; train-960 = all training subsets)")
     p.add_argument("--language", help="commonvoice: language code for text normalization (default: the tsv's locale)")
     p.add_argument("--splits", help="commonvoice: comma-separated tsv names (default train,dev,test)")
-    p.add_argument("--size", type=int, default=None, help="synth: number of utterances to generate")
+    p.add_argument("--size", type=int, default=None, help="synth: utterances to generate; fsdd: connected training strings (default 2000)")
     p.add_argument("--seed", type=int, default=None, help="synth, fsdd: seed of generated material")
     p.set_defaults(func=cmd_prepare)
 

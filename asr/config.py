@@ -69,6 +69,9 @@ class DataConfig:
     num_workers: int = 1
     max_duration: float = 30.0  # longer training utterances are dropped with a warning
     stats_utterances: int = 2000  # utterances used for the global normalization statistics
+    # a bad manifest line or unreadable audio file is skipped with a warning and counted, instead of
+    # stopping the run (conf/data/default.yaml, which every recipe uses, turns this on)
+    skip_bad: bool = False
 
 
 @dataclass
@@ -86,6 +89,8 @@ class TrainerConfig:
     checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps within epochs; 0: epoch ends only
     max_steps: int = 0  # stop after this many optimizer steps (smoke tests of a recipe); 0: no limit
     max_nonfinite_steps: int = 20  # non-finite losses/gradients in a row before training stops
+    # micro-batches whose gradients are summed into one optimizer step (on every process, with torchrun)
+    grad_accum_steps: int = 1
 
 
 @dataclass
@@ -154,10 +159,12 @@ def to_yaml(cfg: TrainConfig) -> str:
 def validate(cfg: TrainConfig) -> None:
     """Reject impossible values with the field's full name."""
     checks = [
-        ("features.sample_rate", cfg.features.sample_rate > 0, "must be > 0"),
+        ("features.sample_rate", 1000 <= cfg.features.sample_rate <= 1_000_000, "must be in [1000, 1000000] Hz"),
         ("features.n_mels", cfg.features.n_mels > 0, "must be > 0"),
-        ("features.hop_ms", cfg.features.hop_ms > 0, "must be > 0"),
-        ("features.win_ms", cfg.features.win_ms >= cfg.features.hop_ms, "must be >= features.hop_ms"),
+        ("features.hop_ms", math.isfinite(cfg.features.hop_ms) and cfg.features.hop_length >= 1,
+         "must be finite and at least one sample long"),
+        ("features.win_ms", math.isfinite(cfg.features.win_ms) and cfg.features.win_ms >= cfg.features.hop_ms,
+         "must be >= features.hop_ms"),
         ("augment.speed_factors", all(0.5 <= f <= 2.0 for f in cfg.augment.speed_factors), "each in [0.5, 2]"),
         ("augment.time_mask_max_ratio", 0 <= cfg.augment.time_mask_max_ratio < 1, "must be in [0, 1)"),
         ("augment.freq_mask_width", 0 <= cfg.augment.freq_mask_width <= cfg.features.n_mels, "must be in [0, n_mels]"),
@@ -179,7 +186,7 @@ def validate(cfg: TrainConfig) -> None:
         ("data.max_frames_per_batch", cfg.data.max_frames_per_batch > 0, "must be > 0"),
         ("data.num_buckets", cfg.data.num_buckets > 0, "must be > 0"),
         ("data.num_workers", cfg.data.num_workers >= 0, "must be >= 0"),
-        ("data.max_duration", cfg.data.max_duration > 0, "must be > 0"),
+        ("data.max_duration", 0 < cfg.data.max_duration < 86400, "must be in (0, 86400) seconds"),
         ("data.stats_utterances", cfg.data.stats_utterances > 0, "must be > 0"),
         ("trainer.epochs", cfg.trainer.epochs > 0, "must be > 0"),
         ("trainer.patience", cfg.trainer.patience >= 0, "must be >= 0"),
@@ -189,6 +196,7 @@ def validate(cfg: TrainConfig) -> None:
         ("trainer.max_steps", cfg.trainer.max_steps >= 0, "must be >= 0"),
         ("trainer.checkpoint_every_steps", cfg.trainer.checkpoint_every_steps >= 0, "must be >= 0"),
         ("trainer.max_nonfinite_steps", cfg.trainer.max_nonfinite_steps > 0, "must be > 0"),
+        ("trainer.grad_accum_steps", cfg.trainer.grad_accum_steps > 0, "must be > 0"),
     ]
     for name, ok, rule in checks:
         if not ok:

@@ -8,10 +8,11 @@ relative paths resolve against the manifest's folder.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
@@ -19,9 +20,11 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from asr.audio import load_audio
-from asr.errors import ManifestError
+from asr.errors import AudioError, ManifestError
 from asr.features import AugmentConfig, FeatureExtractor, spec_augment, speed_perturb
 from asr.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,14 @@ class Utterance:
         return record
 
 
-def read_manifest(path: str | Path, check_files: bool = True) -> list[Utterance]:
-    """Parse a JSON-lines manifest; every problem is reported as ``file:line: what``."""
+def read_manifest(path: str | Path, check_files: bool = True, problems: list[str] | None = None) -> list[Utterance]:
+    """Parse a JSON-lines manifest; every problem is reported as ``file:line: what``.
+
+    Args:
+        check_files: also report lines whose audio file does not exist.
+        problems: when given, a bad line is appended here (and logged) and skipped instead of
+            raising (``data.skip_bad``); a missing, non-UTF-8 or empty manifest still raises.
+    """
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
@@ -56,8 +65,15 @@ def read_manifest(path: str | Path, check_files: bool = True) -> list[Utterance]
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     for number, line in enumerate(lines, start=1):
-        if line.strip():
+        if not line.strip():
+            continue
+        try:
             utterances.append(_parse_line(line, f"{path}:{number}", base, check_files))
+        except ManifestError as exc:
+            if problems is None:
+                raise
+            problems.append(str(exc))
+            log.warning("%s; line skipped (data.skip_bad)", exc)
     if not utterances:
         raise ManifestError(f"{path}: manifest has no utterances")
     return utterances
@@ -127,13 +143,23 @@ class Example:
     index: int
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """An utterance whose audio could not be used; the main process decides whether that is an
+    error or a warning (``data.skip_bad``), so the message stays one clean line."""
+
+    index: int
+    reason: str
+
+
 @dataclass
 class Batch:
-    features: torch.Tensor  # (B, T, F) zero-padded
+    features: torch.Tensor  # (B, T, F) zero-padded; B may be 0 when every utterance was skipped
     lengths: torch.Tensor  # (B,) valid frames
     targets: torch.Tensor  # (sum L,) concatenated token ids
     target_lengths: torch.Tensor  # (B,)
     indices: list[int]
+    skipped: list[Skipped] = field(default_factory=list)
 
     def pin_memory(self) -> Batch:
         self.features = self.features.pin_memory()
@@ -166,8 +192,14 @@ class SpeechDataset(Dataset):
     def __len__(self) -> int:
         return len(self.utterances)
 
-    def __getitem__(self, key: ItemKey | int) -> Example:
+    def __getitem__(self, key: ItemKey | int) -> Example | Skipped:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
+        try:
+            return self._example(index, epoch)
+        except AudioError as exc:
+            return Skipped(index, str(exc))
+
+    def _example(self, index: int, epoch: int) -> Example:
         waveform = self.waveform(index)
         if self.augment is None:
             return Example(self.extractor(waveform), self.targets[index], index)
@@ -192,19 +224,33 @@ class SpeechDataset(Dataset):
         return [cfg.num_frames(int(u.duration * cfg.sample_rate)) for u in self.utterances]
 
 
-def collate(examples: list[Example]) -> Batch:
-    lengths = torch.tensor([e.features.shape[0] for e in examples])
-    dim = examples[0].features.shape[1]
-    features = torch.zeros(len(examples), int(lengths.max()), dim)
+def collate(items: list[Example | Skipped]) -> Batch:
+    examples = [e for e in items if isinstance(e, Example)]
+    skipped = [e for e in items if isinstance(e, Skipped)]
+    lengths = torch.tensor([e.features.shape[0] for e in examples], dtype=torch.long)
+    dim = examples[0].features.shape[1] if examples else 0
+    features = torch.zeros(len(examples), int(lengths.max()) if examples else 0, dim)
     for row, example in enumerate(examples):
         features[row, : example.features.shape[0]] = example.features
     return Batch(
         features=features,
         lengths=lengths,
-        targets=torch.cat([e.targets for e in examples]),
-        target_lengths=torch.tensor([len(e.targets) for e in examples]),
+        targets=torch.cat([e.targets for e in examples]) if examples else torch.zeros(0, dtype=torch.long),
+        target_lengths=torch.tensor([len(e.targets) for e in examples], dtype=torch.long),
         indices=[e.index for e in examples],
+        skipped=skipped,
     )
+
+
+def report_skipped(batch: Batch, dataset: SpeechDataset, skip_bad: bool, seen: set[int]) -> None:
+    """Raise the first unusable utterance of ``batch`` as an AudioError, or with ``skip_bad``
+    log each one once (``seen`` holds the indices reported so far) and go on."""
+    for item in batch.skipped:
+        if not skip_bad:
+            raise AudioError(item.reason)
+        if item.index not in seen:
+            seen.add(item.index)
+            log.warning("%s; utterance skipped (data.skip_bad)", item.reason)
 
 
 class BucketBatchSampler(Sampler[list[ItemKey]]):
@@ -230,6 +276,7 @@ class BucketBatchSampler(Sampler[list[ItemKey]]):
         self.seed = seed
         self.epoch = 0
         self.start_batch = 0
+        self.shard = None  # (rank, world_size, accumulate) once set_shard() is called
         too_long = [i for i, n in enumerate(self.num_frames) if n > max_frames]
         if too_long:
             i = too_long[0]
@@ -245,6 +292,21 @@ class BucketBatchSampler(Sampler[list[ItemKey]]):
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch's order; ``start_batch`` skips batches already done (resuming)."""
         self.epoch, self.start_batch = epoch, start_batch
+
+    def set_shard(self, rank: int, world_size: int, accumulate: int) -> None:
+        """Yield only this rank's micro-batches: each optimizer step takes ``world_size *
+        accumulate`` consecutive batches of the epoch's shared order (:func:`asr.distributed.shard_batches`)."""
+        self.shard = (rank, world_size, accumulate)
+
+    def epoch_batches(self) -> list[list[int]]:
+        """The batches this sampler yields in the current epoch, before ``start_batch``."""
+        batches = self.batches(self.epoch)
+        if self.shard is None:
+            return batches
+        rank, world, accumulate = self.shard
+        group = world * accumulate
+        steps = len(batches) // group
+        return [batches[s * group + rank * accumulate + i] for s in range(steps) for i in range(accumulate)]
 
     def batches(self, epoch: int) -> list[list[int]]:
         if self._cache is not None and self._cache[0] == epoch:
@@ -273,8 +335,8 @@ class BucketBatchSampler(Sampler[list[ItemKey]]):
             yield batch
 
     def __iter__(self) -> Iterator[list[ItemKey]]:
-        for batch in self.batches(self.epoch)[self.start_batch :]:
+        for batch in self.epoch_batches()[self.start_batch :]:
             yield [ItemKey(i, self.epoch) for i in batch]
 
     def __len__(self) -> int:
-        return len(self.batches(self.epoch)) - self.start_batch
+        return len(self.epoch_batches()) - self.start_batch

@@ -82,9 +82,13 @@ class FeatureExtractor(torch.nn.Module):
         return self.cfg.n_mels
 
     def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
-        """(T,) -> (frames, n_mels) un-normalized log-mel energies."""
+        """(T,) -> (frames, n_mels) un-normalized log-mel energies; ``num_frames(T)`` frames."""
         with torch.no_grad():
-            spec = self.mel(waveform.float())  # (n_mels, frames)
+            samples = waveform.shape[-1]
+            shortest = self.mel.n_fft // 2 + 1  # the centered STFT reflects n_fft / 2 samples at each edge
+            if samples < shortest:  # e.g. a one-sample file: zero-extend, then keep its own frames
+                waveform = torch.nn.functional.pad(waveform, (0, shortest - samples))
+            spec = self.mel(waveform.float())[:, : self.cfg.num_frames(samples)]  # (n_mels, frames)
             return torch.log(spec + 1e-6).transpose(0, 1).contiguous()
 
     def normalize(self, feats: torch.Tensor) -> torch.Tensor:

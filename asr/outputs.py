@@ -7,7 +7,9 @@ at a maximum line length and at a maximum duration, the conventions subtitle pla
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ from asr.alignment import WordTiming
 
 if TYPE_CHECKING:
     from asr.transcribe import Transcript
+
+log = logging.getLogger(__name__)
 
 
 class OutputFormat(str, Enum):
@@ -134,3 +138,33 @@ def write_text_atomic(path: Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+class TranscriptWriter:
+    """Writes each transcript as soon as it is done (with ``output_dir``: one file per input,
+    atomically, so an interrupted batch keeps what finished), or prints them all in input order
+    on :meth:`close` (stdout)."""
+
+    def __init__(self, utts: Sequence, fmt: OutputFormat, output_dir: str | Path | None, stream=None):
+        self.utts, self.fmt, self.output_dir = utts, OutputFormat(fmt), output_dir
+        self.paths = output_paths([str(u.audio_filepath) for u in utts], output_dir, fmt) if output_dir else []
+        self.stream = stream
+        self.done: dict = {}  # input index -> Transcript
+
+    def finished(self, index: int, transcript) -> None:
+        self.done[index] = transcript
+        if self.output_dir:
+            write_text_atomic(self.paths[index], render(transcript, self.fmt))
+
+    def close(self) -> None:
+        if self.output_dir:
+            log.info("wrote %d %s files to %s", len(self.done), self.fmt.value, self.output_dir)
+            return
+        stream = self.stream or sys.stdout
+        several = len(self.utts) > 1
+        for index in sorted(self.done):
+            transcript = self.done[index]
+            if self.fmt is OutputFormat.txt and several:
+                stream.write(f"{transcript.key}\t{transcript.text}\n")
+            else:
+                stream.write(render(transcript, self.fmt))

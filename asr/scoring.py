@@ -26,6 +26,10 @@ class ErrorRates:
     """Accumulates edit distances; ``wer``/``cer`` are percentages."""
 
     utterances: list[UtteranceScore] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (key, reason): left out of the rates
+
+    def skip(self, key: str, reason: str) -> None:
+        self.skipped.append((key, reason))
 
     def add(self, key: str, reference: str, hypothesis: str) -> UtteranceScore:
         ref_words, hyp_words = reference.split(), hypothesis.split()

@@ -28,12 +28,13 @@ from tqdm import tqdm
 
 from asr.checkpoint import inference_state, load_latest_training_checkpoint, save_checkpoint
 from asr.config import DecayKind, OptimizerKind, Precision, TrainConfig, to_yaml
-from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest
-from asr.errors import ConfigError, TrainingError
+from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest, report_skipped
+from asr.errors import AudioError, ConfigError, TrainingError
 from asr.features import FeatureExtractor, feature_stats
 from asr.model import AcousticModel, ctc_loss
 from asr.tokenizer import Tokenizer, tokenizer_from_dict, train_tokenizer
 from asr.decoding import build_decoder
+from asr.distributed import Distributed, any_rank, cleanup, from_main, init_distributed, mean_over_ranks
 from asr.transcribe import recognize_dataset
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,11 @@ class EpochResult:
     dev_cer: float
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if name == "cuda":  # one GPU per process under torchrun
+        name = f"cuda:{local_rank}"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"trainer.device={name!r}: CUDA is not available on this machine")
@@ -95,29 +98,42 @@ class EpochTotals:
 
 def train(cfg: TrainConfig) -> Path:
     """Train a model as ``cfg`` says; returns the path of the final ``model.pt``."""
+    info = init_distributed(cfg.trainer.device)
     out_dir = Path(cfg.trainer.output_dir or f"exp/train-{datetime.now():%Y%m%d-%H%M%S}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    file_log = _attach_file_log(out_dir / "train.log")
+    if info.enabled and cfg.trainer.output_dir is None:
+        out_dir = Path(from_main(str(out_dir), info))  # one folder, whatever second each rank started in
+    file_log = None
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        file_log = _attach_file_log(out_dir / "train.log")
+    else:  # the other ranks only warn; rank 0 logs for the run
+        logging.getLogger("asr").setLevel(logging.WARNING)
     try:
-        log.info("output directory: %s", out_dir.resolve())
-        (out_dir / "config.yaml").write_text(to_yaml(cfg))
-        return Trainer(cfg, out_dir).run()
+        log.info("output directory: %s (%d process%s)", out_dir.resolve(), info.world_size, "es" * info.enabled)
+        if info.is_main:
+            (out_dir / "config.yaml").write_text(to_yaml(cfg))
+        return Trainer(cfg, out_dir, info).run()
     finally:
-        logging.getLogger().removeHandler(file_log)
-        file_log.close()
+        if file_log is not None:
+            logging.getLogger().removeHandler(file_log)
+            file_log.close()
+        cleanup(info)
 
 
 class Trainer:
     """Holds the state of one training run; ``run()`` drives it epoch by epoch."""
 
-    def __init__(self, cfg: TrainConfig, out_dir: Path):
-        self.cfg, self.out_dir = cfg, out_dir
-        self.device = resolve_device(cfg.trainer.device)
+    def __init__(self, cfg: TrainConfig, out_dir: Path, info: Distributed = Distributed()):
+        self.cfg, self.out_dir, self.dist = cfg, out_dir, info
+        self.accumulate = cfg.trainer.grad_accum_steps
+        self.device = resolve_device(cfg.trainer.device, info.local_rank)
         self.amp_dtype = resolve_precision(cfg.trainer.precision, self.device)
         if cfg.trainer.num_threads:
             torch.set_num_threads(cfg.trainer.num_threads)
         random.seed(cfg.trainer.seed)
         torch.manual_seed(cfg.trainer.seed)
+        self.bad_lines: list[str] = []  # manifest lines skipped (data.skip_bad)
+        self.bad_utterances: set[int] = set()  # training utterances whose audio was unusable
         found = load_latest_training_checkpoint(out_dir / CHECKPOINT_DIR) if cfg.trainer.resume else None
         resume_path, resume = found if found else (None, None)
 
@@ -126,6 +142,12 @@ class Trainer:
         self.tokenizer = self._tokenizer(resume, train_utts)
         self.extractor = self._extractor(resume, train_utts)
         self.model = AcousticModel(cfg.model, self.extractor.dim, self.tokenizer.vocab_size).to(self.device)
+        self.train_model = self.model  # what training steps call: the DDP wrapper with several processes
+        if info.enabled:
+            self.train_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )  # also copies rank 0's initial weights to every rank
+            torch.manual_seed(cfg.trainer.seed + 7919 * info.rank)  # a different dropout stream per rank
         log.info("model: %s parameters, vocabulary %d (blank included)", f"{self.model.num_parameters():,}", self.tokenizer.vocab_size)
         train_utts = self._drop_infeasible(train_utts)
 
@@ -135,7 +157,9 @@ class Trainer:
         self.sampler = BucketBatchSampler(
             self.train_set.num_frames(), cfg.data.max_frames_per_batch, cfg.data.num_buckets, True, cfg.trainer.seed
         )
-        self.total_steps = cfg.trainer.epochs * len(self.sampler)
+        if info.enabled or self.accumulate > 1:
+            self.sampler.set_shard(info.rank, info.world_size, self.accumulate)
+        self.total_steps = cfg.trainer.epochs * (len(self.sampler) // self.accumulate)
         self.optimizer = self._optimizer()
         o = cfg.optim
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -149,11 +173,14 @@ class Trainer:
             self.model.load_state_dict(resume["model"]["state_dict"])
             self._restore(resume["training"])
             log.info("resumed from %s at epoch %d, step %d", resume_path, self.epoch + 1, self.step)
-        self.step_log = _open_step_log(self.out_dir / "steps.tsv", self.step)
-        self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+        if info.is_main:
+            self.step_log = _open_step_log(self.out_dir / "steps.tsv", self.step)
+            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+        else:
+            self.step_log, self.writer = _Silent(), _Silent()
 
     def _read(self, manifest: str, name: str, drop_long: bool) -> list[Utterance]:
-        utts = read_manifest(manifest)
+        utts = read_manifest(manifest, problems=self.bad_lines if self.cfg.data.skip_bad else None)
         if drop_long:
             kept = [u for u in utts if u.duration <= self.cfg.data.max_duration]
             if len(kept) < len(utts):
@@ -165,7 +192,11 @@ class Trainer:
     def _tokenizer(self, resume: dict | None, utts: list[Utterance]) -> Tokenizer:
         if resume is not None:
             return tokenizer_from_dict(resume["tokenizer"])
-        return train_tokenizer(self.cfg.tokenizer, (u.text for u in utts))
+        if not self.dist.is_main:
+            return tokenizer_from_dict(from_main(None, self.dist))
+        tokenizer = train_tokenizer(self.cfg.tokenizer, (u.text for u in utts))
+        from_main(tokenizer.to_dict(), self.dist)
+        return tokenizer
 
     def _extractor(self, resume: dict | None, utts: list[Utterance]) -> FeatureExtractor:
         extractor = FeatureExtractor(self.cfg.features)
@@ -175,8 +206,21 @@ class Trainer:
         order = torch.randperm(len(utts), generator=torch.Generator().manual_seed(self.cfg.trainer.seed))
         subset = [utts[i] for i in order[: self.cfg.data.stats_utterances]]
         plain = SpeechDataset(subset, extractor)
-        feats = (extractor.log_mel(plain.waveform(i)) for i in tqdm(range(len(plain)), desc="feature stats", leave=False, disable=None))
-        extractor.set_stats(*feature_stats(feats))
+
+        def features():
+            for i in tqdm(range(len(plain)), desc="feature stats", leave=False, disable=None):
+                try:
+                    yield extractor.log_mel(plain.waveform(i))
+                except AudioError as exc:
+                    if not self.cfg.data.skip_bad:
+                        raise
+                    log.warning("%s; left out of the feature statistics (data.skip_bad)", exc)
+
+        if self.dist.is_main:
+            stats = from_main(feature_stats(features()), self.dist)
+        else:  # rank 0 reads the audio once and shares the statistics
+            stats = from_main(None, self.dist)
+        extractor.set_stats(*stats)
         return extractor
 
     def _drop_infeasible(self, utts: list[Utterance]) -> list[Utterance]:
@@ -256,7 +300,8 @@ class Trainer:
             self.writer.add_scalar("train/frames_per_s", result.frames_per_second, self.step)
             if (result.dev_wer, result.dev_cer) < self.best:
                 self.best, self.bad_epochs = (result.dev_wer, result.dev_cer), 0
-                save_checkpoint(inference_state(self.model, self.extractor, self.tokenizer), model_path)
+                if self.dist.is_main:
+                    save_checkpoint(inference_state(self.model, self.extractor, self.tokenizer), model_path)
                 log.info("new best model (dev WER %.2f): %s", result.dev_wer, model_path)
             else:
                 self.bad_epochs += 1
@@ -271,9 +316,12 @@ class Trainer:
         if self._step_limit_reached():
             log.info("stopping: trainer.max_steps=%d reached", self.cfg.trainer.max_steps)
             self._save_checkpoint()
-        if not model_path.exists():  # resumed after the last epoch without a best model saved
+        if self.dist.is_main and not model_path.exists():  # e.g. resumed after the last epoch
             save_checkpoint(inference_state(self.model, self.extractor, self.tokenizer), model_path)
         log.info("final model: %s (best dev WER %.2f CER %.2f)", model_path, *self.best)
+        if self.bad_lines or self.bad_utterances or self.skipped_steps:
+            log.warning("skipped: %d bad manifest lines, %d training utterances with unusable audio, %d non-finite steps",
+                        len(self.bad_lines), len(self.bad_utterances), self.skipped_steps)
         return model_path
 
     def _train_epoch(self) -> EpochResult | None:
@@ -285,42 +333,69 @@ class Trainer:
         totals, every = self.totals, self.cfg.trainer.checkpoint_every_steps
         start = time.perf_counter() - totals.seconds
         bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.cfg.trainer.epochs}", leave=False, mininterval=2,
-                   disable=None, initial=self.batch_in_epoch, total=self.batch_in_epoch + len(self.sampler))
+                   disable=None if self.dist.is_main else True, initial=self.batch_in_epoch,
+                   total=self.batch_in_epoch + len(self.sampler))
+        micro: list = []
         for batch in bar:
-            if self.stop_requested or self._step_limit_reached():
+            report_skipped(batch, self.train_set, self.cfg.data.skip_bad, self.bad_utterances)
+            micro.append(batch)
+            if len(micro) < self.accumulate:
+                continue
+            if self._should_stop():
                 return None
-            loss = self._train_step(batch)
-            self.batch_in_epoch += 1
+            loss = self._train_step(micro)
+            self.batch_in_epoch += len(micro)
             if loss is not None:
                 totals.loss, totals.batches = totals.loss + loss, totals.batches + 1
-            totals.frames += batch.num_frames
+            totals.frames += sum(b.num_frames for b in micro)
             totals.seconds = time.perf_counter() - start
             bar.set_postfix(loss=f"{totals.loss / max(1, totals.batches):.3f}", frames_s=f"{totals.frames / totals.seconds:.0f}")
+            micro = []
             if every and self.step % every == 0:
                 self._save_checkpoint()
-        if self.stop_requested or self._step_limit_reached() and self.batch_in_epoch < len(self.sampler.batches(self.epoch)):
+        if self._should_stop() and self.batch_in_epoch < len(self.sampler.epoch_batches()):
             return None
-        dev = recognize_dataset(
-            self.model, self.dev_set, self.tokenizer, self.cfg.data.max_frames_per_batch, self.device, self.amp_dtype,
-            decoder=self.decoder,
-        )
-        fps = totals.frames / max(totals.seconds, 1e-9)
-        return EpochResult(totals.loss / max(1, totals.batches), fps, dev.wer, dev.cer)
+        dev = None
+        if self.dist.is_main:  # rank 0 scores dev; every rank takes the same decisions from it
+            dev = recognize_dataset(
+                self.model, self.dev_set, self.tokenizer, self.cfg.data.max_frames_per_batch, self.device,
+                self.amp_dtype, decoder=self.decoder, skip_bad=self.cfg.data.skip_bad,
+            )
+            dev = (dev.wer, dev.cer)
+        wer, cer = from_main(dev, self.dist)
+        fps = totals.frames / max(totals.seconds, 1e-9) * self.dist.world_size
+        return EpochResult(totals.loss / max(1, totals.batches), fps, wer, cer)
+
+    def _should_stop(self) -> bool:
+        """Ctrl-C on any rank, or the step limit: all ranks agree, so none waits for the others."""
+        self.stop_requested = any_rank(self.stop_requested, self.dist)
+        return self.stop_requested or self._step_limit_reached()
 
     def _step_limit_reached(self) -> bool:
         return 0 < self.cfg.trainer.max_steps <= self.step
 
-    def _train_step(self, batch) -> float | None:
-        """One optimizer step; returns the loss, or None when the step was skipped."""
-        features = batch.features.to(self.device, non_blocking=True)
-        with self._autocast():
-            log_probs, out_lengths = self.model(features, batch.lengths)
-        loss = ctc_loss(log_probs, out_lengths, batch.targets.to(self.device), batch.target_lengths.to(self.device))
+    def _train_step(self, micro: list) -> float | None:
+        """One optimizer step over ``grad_accum_steps`` micro-batches (on each rank); returns the
+        loss (mean over micro-batches and ranks), or None when the step was skipped."""
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        total = 0.0
+        for i, batch in enumerate(micro):
+            last = i == len(micro) - 1
+            # gradients are exchanged between ranks once per step, on the last micro-batch
+            with nullcontext() if last or not self.dist.enabled else self.train_model.no_sync():
+                if batch.indices:
+                    features = batch.features.to(self.device, non_blocking=True)
+                    with self._autocast():
+                        log_probs, out_lengths = self.train_model(features, batch.lengths)
+                    loss = ctc_loss(log_probs, out_lengths, batch.targets.to(self.device),
+                                    batch.target_lengths.to(self.device)) / len(micro)
+                else:  # every utterance unusable: a zero loss keeps the ranks' backward passes in step
+                    loss = sum(p.sum() for p in self.model.parameters()) * 0.0
+                self.scaler.scale(loss).backward()
+            total += float(loss.detach())
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad_norm)
-        loss_value = float(loss.detach())
+        loss_value = mean_over_ranks(total, self.dist)
         finite = math.isfinite(loss_value) and bool(torch.isfinite(grad_norm))
         if finite or self.scaler.is_enabled():
             self.scaler.step(self.optimizer)  # the scaler itself skips non-finite fp16 steps
@@ -351,8 +426,10 @@ class Trainer:
                 f"rate may be too high or the data broken; checkpoint saved to {path}"
             )
 
-    def _save_checkpoint(self) -> Path:
-        """Checkpoint the exact training state (mid-epoch too); keep the newest few."""
+    def _save_checkpoint(self) -> Path | None:
+        """Checkpoint the exact training state (mid-epoch too; rank 0 only); keep the newest few."""
+        if not self.dist.is_main:
+            return None
         directory = self.out_dir / CHECKPOINT_DIR
         self.step_log.flush()
         path = save_checkpoint(self._training_state(), directory / f"step-{self.step:09d}.pt")
@@ -366,6 +443,8 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
+            "world_size": self.dist.world_size,
+            "grad_accum_steps": self.accumulate,
             "epoch_totals": [self.totals.loss, self.totals.batches, self.totals.frames, self.totals.seconds],
             "nonfinite_in_row": self.nonfinite_in_row,
             "best": list(self.best),
@@ -385,13 +464,30 @@ class Trainer:
         self.scaler.load_state_dict(training["scaler"])
         self.step, self.epoch = training["step"], training["epoch"]
         self.batch_in_epoch = training.get("batch_in_epoch", 0)  # absent in checkpoints of older versions
+        world, accumulate = training.get("world_size", 1), training.get("grad_accum_steps", 1)
+        if (world, accumulate) != (self.dist.world_size, self.accumulate):
+            # the same place in the epoch's shared batch order, counted in this run's micro-batches
+            steps_done = self.batch_in_epoch // accumulate  # optimizer steps into the epoch
+            self.batch_in_epoch = steps_done * world * accumulate // (self.dist.world_size * self.accumulate) * self.accumulate
+            log.warning("resuming %d process(es) x %d accumulation from a run of %d x %d: same position in the "
+                        "epoch, no longer bit-identical to an uninterrupted run", self.dist.world_size,
+                        self.accumulate, world, accumulate)
         self.totals = EpochTotals(*training.get("epoch_totals", ()))
         self.nonfinite_in_row = training.get("nonfinite_in_row", 0)
         self.best, self.bad_epochs = tuple(training["best"]), training["bad_epochs"]
         self.skipped_steps = training["skipped_steps"]
         torch.set_rng_state(training["torch_rng"])
+        if self.dist.rank:  # the checkpoint holds rank 0's stream; the others derive theirs
+            torch.manual_seed(self.cfg.trainer.seed + 7919 * self.dist.rank + self.step)
         if training["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(training["cuda_rng"])
+
+
+class _Silent:
+    """Stands in for the step log and TensorBoard writer on ranks other than 0."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
 
 
 def _ignore_sigint(worker_id: int) -> None:

@@ -23,6 +23,7 @@ from asr.audio import audio_info
 from asr.checkpoint import build_components, load_checkpoint
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest
 from asr.decoding import Decoder, DecodingOptions, Hypothesis, build_decoder, greedy_decode
+from asr.errors import AudioError
 from asr.features import FeatureExtractor
 from asr.model import AcousticModel
 from asr.scoring import ErrorRates
@@ -41,6 +42,7 @@ class Transcript:
     score: float
     alternatives: tuple[tuple[str, float], ...] = ()  # n-best (text, score), best first, when asked for
     words: tuple[WordTiming, ...] = ()  # with timestamps=True
+    error: str | None = None  # why this input could not be transcribed (then text is empty)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Recognition:
     index: int  # position in the dataset
     nbest: list[Hypothesis]  # best first
     log_probs: torch.Tensor | None  # (T', V) valid frames, when asked for (alignment, LM tuning)
+    error: str | None = None  # the utterance's audio was unusable (nbest is then empty)
 
 
 def iter_hypotheses(
@@ -76,6 +79,10 @@ def iter_hypotheses(
     try:
         with torch.inference_mode(), autocast:
             for batch in tqdm(loader, desc=progress, disable=True if progress is None else None, leave=False):
+                for item in batch.skipped:
+                    yield Recognition(item.index, [], None, error=item.reason)
+                if not batch.indices:
+                    continue
                 log_probs, out_lengths = model(batch.features.to(device), batch.lengths)
                 log_probs = log_probs.float()
                 for row, (index, nbest) in enumerate(zip(batch.indices, decoder(log_probs, out_lengths))):
@@ -94,15 +101,30 @@ def recognize_dataset(
     amp_dtype: torch.dtype = torch.float32,
     progress: str | None = None,
     decoder: Decoder | None = None,
+    skip_bad: bool = False,
 ) -> ErrorRates:
     """Decode ``dataset`` (greedy unless ``decoder`` is given) and score it against its
-    (normalized) transcripts."""
+    (normalized) transcripts; unusable audio raises AudioError, or with ``skip_bad`` is
+    counted in ``skipped`` and left out of the rates."""
     rates = ErrorRates()
     hypotheses = iter_hypotheses(model, dataset, max_frames, device, amp_dtype, progress=progress, decoder=decoder)
-    results = {r.index: tokenizer.decode(r.nbest[0].tokens).strip() for r in hypotheses}
+    results = {}
+    for r in hypotheses:
+        if r.error is not None:
+            rates.skip(str(dataset.utterances[r.index].audio_filepath), _skip_or_raise(r.error, skip_bad))
+        else:
+            results[r.index] = tokenizer.decode(r.nbest[0].tokens).strip()
     for i, utt in enumerate(dataset.utterances):
-        rates.add(str(utt.audio_filepath), tokenizer.normalize(utt.text), results[i])
+        if i in results:
+            rates.add(str(utt.audio_filepath), tokenizer.normalize(utt.text), results[i])
     return rates
+
+
+def _skip_or_raise(reason: str, skip_bad: bool) -> str:
+    if not skip_bad:
+        raise AudioError(reason)
+    log.warning("%s; utterance skipped", reason)
+    return reason
 
 
 class Recognizer:
@@ -159,18 +181,37 @@ class Recognizer:
     ) -> list[Transcript]:
         """Like :meth:`transcribe_files` for manifest entries (segments of files via ``offset``);
         word times count from the start of the file. ``speech_edges`` moves word edges from the
-        CTC spans to the speech around them (:func:`asr.alignment.refine_edges`)."""
+        CTC spans to the speech around them (:func:`asr.alignment.refine_edges`).
+
+        Raises:
+            AudioError: for the first input whose audio is unusable (:meth:`iter_utterances`
+                reports such inputs and goes on instead).
+        """
+        done = dict(self.iter_utterances(utts, max_frames, timestamps, speech_edges))
+        failed = next((t.error for t in done.values() if t.error is not None), None)
+        if failed is not None:
+            raise AudioError(failed)
+        return [done[i] for i in range(len(utts))]
+
+    def iter_utterances(
+        self, utts: Sequence[Utterance], max_frames: int = DEFAULT_BATCH_FRAMES, timestamps: bool = False,
+        speech_edges: bool = True,
+    ) -> Iterator[tuple[int, Transcript]]:
+        """(index, transcript) of each utterance as its batch finishes (length order, not input
+        order); an unusable input gives a transcript whose ``error`` says why."""
         if not utts:  # e.g. every input of transcribe_all was long
-            return []
+            return
         dataset = SpeechDataset(list(utts), self.extractor)
         progress = "transcribe" if len(utts) > 1 else None
         recognitions = iter_hypotheses(
             self.model, dataset, max_frames, self.device, progress=progress, decoder=self.decoder,
             keep_log_probs=timestamps,
         )
-        transcripts: dict[int, Transcript] = {}
         for r in recognitions:
             utt = utts[r.index]
+            if r.error is not None:
+                yield r.index, Transcript(str(utt.audio_filepath), "", utt.duration, 0.0, error=r.error)
+                continue
             nbest = [(self.tokenizer.decode(h.tokens).strip(), h.score) for h in r.nbest]
             words: tuple[WordTiming, ...] = ()
             if timestamps:
@@ -180,35 +221,54 @@ class Recognizer:
                                            offset, end=offset + utt.duration, waveform=waveform,
                                            sample_rate=self.sample_rate))
             alternatives = tuple(nbest) if len(nbest) > 1 else ()
-            transcripts[r.index] = Transcript(str(utt.audio_filepath), nbest[0][0], utt.duration, nbest[0][1], alternatives, words)
-        return [transcripts[i] for i in range(len(utts))]
+            yield r.index, Transcript(str(utt.audio_filepath), nbest[0][0], utt.duration, nbest[0][1], alternatives, words)
 
-    def evaluate(self, manifest: str | Path, max_frames: int = DEFAULT_BATCH_FRAMES) -> ErrorRates:
-        """Score a manifest: WER/CER against its normalized transcripts."""
-        dataset = SpeechDataset(read_manifest(manifest), self.extractor)
-        return recognize_dataset(
-            self.model, dataset, self.tokenizer, max_frames, self.device, progress="evaluate", decoder=self.decoder
-        )
+    def evaluate(self, manifest: str | Path, skip_bad: bool = False) -> ErrorRates:
+        """Score a manifest: WER/CER against its normalized transcripts. Utterances longer than
+        LONG_AUDIO_SECONDS are decoded in windows like ``asr transcribe`` does (bounded memory).
+        A bad manifest line or unusable audio raises, or with ``skip_bad`` is warned about,
+        counted in ``skipped`` and left out of the rates."""
+        problems: list[str] | None = [] if skip_bad else None
+        utts = read_manifest(manifest, problems=problems)
+        rates = ErrorRates()
+        for line in problems or []:
+            rates.skip(str(manifest), line)
+        for utt, transcript in zip(utts, transcribe_all(self, utts)):
+            if transcript.error is not None:
+                rates.skip(transcript.key, _skip_or_raise(transcript.error, skip_bad))
+            else:
+                rates.add(transcript.key, self.tokenizer.normalize(utt.text), transcript.text)
+        return rates
 
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".sph", ".nist", ".aif", ".aiff", ".au", ".caf", ".w64"}
 
 
-def collect_inputs(inputs: Sequence[str | Path]) -> list[Utterance]:
+def collect_inputs(inputs: Sequence[str | Path]) -> tuple[list[Utterance], list[tuple[str, str]]]:
     """Audio files, folders (searched recursively for audio by suffix) and JSON-lines manifests
-    (their entries, ``offset``/``duration`` segments included) as one list of utterances."""
+    (their entries, ``offset``/``duration`` segments included) as one list of utterances, and
+    the (path, reason) of each file whose header could not be read (left out, not raised)."""
     utts: list[Utterance] = []
+    failed: list[tuple[str, str]] = []
+
+    def add(path: Path) -> None:
+        try:
+            utts.append(Utterance(path, audio_info(path)[1], ""))
+        except AudioError as exc:
+            failed.append((str(path), str(exc)))
+
     for item in map(Path, inputs):
         if item.is_dir():
             files = sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
             if not files:
                 log.warning("%s: no audio files found in this folder", item)
-            utts.extend(Utterance(p, audio_info(p)[1], "") for p in files)
+            for path in files:
+                add(path)
         elif item.suffix in (".jsonl", ".json"):
             utts.extend(read_manifest(item))
         else:
-            utts.append(Utterance(item, audio_info(item)[1], ""))
-    return utts
+            add(item)
+    return utts, failed
 
 
 LONG_AUDIO_SECONDS = 40.0  # longer files are transcribed in overlapping windows
@@ -299,13 +359,25 @@ def transcribe_all(
     recognizer: Recognizer, utts: Sequence[Utterance], timestamps: bool = False,
     long_audio: float = LONG_AUDIO_SECONDS, window: float = 30.0, overlap: float = 4.0,
 ) -> list[Transcript]:
-    """Transcribe any mix of short and long inputs in input order: short ones batched together,
-    each one longer than ``long_audio`` seconds in overlapping windows (:func:`transcribe_long`)."""
-    short = [i for i, u in enumerate(utts) if u.duration <= long_audio]
-    results: dict[int, Transcript] = dict(zip(short, recognizer.transcribe_utterances([utts[i] for i in short],
-                                                                                    timestamps=timestamps)))
-    for i, utt in enumerate(utts):
-        if i not in results:
-            log.info("%s: %.0f s, transcribed in %.0f s windows", utt.audio_filepath, utt.duration, window)
-            results[i] = transcribe_long(recognizer, utt, window, overlap)
+    """Transcribe any mix of short and long inputs in input order (see :func:`iter_transcripts`)."""
+    results = dict(iter_transcripts(recognizer, utts, timestamps, long_audio, window, overlap))
     return [results[i] for i in range(len(utts))]
+
+
+def iter_transcripts(
+    recognizer: Recognizer, utts: Sequence[Utterance], timestamps: bool = False,
+    long_audio: float = LONG_AUDIO_SECONDS, window: float = 30.0, overlap: float = 4.0,
+) -> Iterator[tuple[int, Transcript]]:
+    """(index, transcript) as each input finishes: short ones batched together, each one longer
+    than ``long_audio`` seconds in overlapping windows (:func:`transcribe_long`). An unusable
+    input yields a transcript with ``error`` set; the others go on."""
+    short = [i for i, u in enumerate(utts) if u.duration <= long_audio]
+    for position, transcript in recognizer.iter_utterances([utts[i] for i in short], timestamps=timestamps):
+        yield short[position], transcript
+    for i, utt in enumerate(utts):
+        if utt.duration > long_audio:
+            log.info("%s: %.0f s, transcribed in %.0f s windows", utt.audio_filepath, utt.duration, window)
+            try:
+                yield i, transcribe_long(recognizer, utt, window, overlap)
+            except AudioError as exc:
+                yield i, Transcript(str(utt.audio_filepath), "", utt.duration, 0.0, error=str(exc))
