@@ -27,14 +27,15 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from asr.checkpoint import inference_state, load_latest_training_checkpoint, save_checkpoint
-from asr.config import DecayKind, OptimizerKind, Precision, TrainConfig, to_yaml
+from asr.config import OptimizerKind, TrainConfig, to_yaml
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest, report_skipped
-from asr.errors import AudioError, ConfigError, TrainingError
+from asr.errors import AudioError, TrainingError
 from asr.features import FeatureExtractor, feature_stats
 from asr.model import AcousticModel, ctc_loss
 from asr.tokenizer import Tokenizer, tokenizer_from_dict, train_tokenizer
 from asr.decoding import build_decoder
 from asr.distributed import Distributed, any_rank, cleanup, from_main, init_distributed, mean_over_ranks
+from asr.train_setup import Silent, attach_file_log, ignore_sigint, lr_factor, open_step_log, resolve_device, resolve_precision
 from asr.transcribe import recognize_dataset
 
 log = logging.getLogger(__name__)
@@ -48,41 +49,6 @@ class EpochResult:
     frames_per_second: float
     dev_wer: float
     dev_cer: float
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if name == "cuda":  # one GPU per process under torchrun
-        name = f"cuda:{local_rank}"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device={name!r}: CUDA is not available on this machine")
-    return device
-
-
-def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:
-    """The autocast dtype (float32 means no autocast)."""
-    precision = Precision(precision)
-    if precision is Precision.auto:
-        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if cuda_bf16 else torch.float32
-    if precision is Precision.fp16 and device.type != "cuda":
-        raise ConfigError("trainer.precision='fp16': needs a CUDA device (use fp32 or bf16)")
-    return {Precision.fp32: torch.float32, Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}[precision]
-
-
-def lr_factor(step: int, total_steps: int, warmup: int, decay: DecayKind, min_ratio: float) -> float:
-    """Linear warmup to 1, then cosine or exponential decay down to ``min_ratio`` at the end."""
-    if step < warmup:
-        return (step + 1) / warmup
-    decay = DecayKind(decay)
-    if decay is DecayKind.none:
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-    if decay is DecayKind.cosine:
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    return min_ratio**progress
 
 
 @dataclass
@@ -105,7 +71,7 @@ def train(cfg: TrainConfig) -> Path:
     file_log = None
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        file_log = _attach_file_log(out_dir / "train.log")
+        file_log = attach_file_log(out_dir / "train.log")
     else:  # the other ranks only warn; rank 0 logs for the run
         logging.getLogger("asr").setLevel(logging.WARNING)
     try:
@@ -174,10 +140,10 @@ class Trainer:
             self._restore(resume["training"])
             log.info("resumed from %s at epoch %d, step %d", resume_path, self.epoch + 1, self.step)
         if info.is_main:
-            self.step_log = _open_step_log(self.out_dir / "steps.tsv", self.step)
+            self.step_log = open_step_log(self.out_dir / "steps.tsv", self.step)
             self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
         else:
-            self.step_log, self.writer = _Silent(), _Silent()
+            self.step_log, self.writer = Silent(), Silent()
 
     def _read(self, manifest: str, name: str, drop_long: bool) -> list[Utterance]:
         utts = read_manifest(manifest, problems=self.bad_lines if self.cfg.data.skip_bad else None)
@@ -256,7 +222,7 @@ class Trainer:
             prefetch_factor=4 if workers else None,
             # a private generator keeps worker seeding from consuming the global RNG (exact resume)
             generator=torch.Generator().manual_seed(self.cfg.trainer.seed),
-            worker_init_fn=_ignore_sigint if workers else None,
+            worker_init_fn=ignore_sigint if workers else None,
         )
 
     def _autocast(self):
@@ -481,39 +447,3 @@ class Trainer:
             torch.manual_seed(self.cfg.trainer.seed + 7919 * self.dist.rank + self.step)
         if training["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(training["cuda_rng"])
-
-
-class _Silent:
-    """Stands in for the step log and TensorBoard writer on ranks other than 0."""
-
-    def __getattr__(self, name: str):
-        return lambda *args, **kwargs: None
-
-
-def _ignore_sigint(worker_id: int) -> None:
-    """Loader workers leave Ctrl-C to the main process, which finishes its step and checkpoints;
-    otherwise a worker dies on the signal and the next fetch fails before the checkpoint."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _open_step_log(path: Path, step: int):
-    """``steps.tsv`` (step, loss, learning rate per line) kept to the first ``step`` steps, so a
-    resumed run's log holds each step once, as an uninterrupted run's does."""
-    kept = []
-    if step and path.exists():
-        kept = [line for line in path.read_text().splitlines(keepends=True) if line.split("\t")[0].isdigit()
-                and int(line.split("\t")[0]) <= step and line.endswith("\n")]
-    log_file = open(path, "w", buffering=1 << 16)
-    log_file.write("step\tloss\tlr\n")
-    log_file.writelines(kept)
-    return log_file
-
-
-def _attach_file_log(path: Path) -> logging.Handler:
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
-    return handler

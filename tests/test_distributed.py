@@ -4,7 +4,6 @@ process accumulating the same two batches per step, and a resume with a differen
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -11,7 +11,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
