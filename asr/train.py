@@ -47,6 +47,7 @@ CHECKPOINT_DIR = "checkpoints"
 class EpochResult:
     loss: float
     frames_per_second: float
+    data_wait: float  # share of the epoch's training time spent waiting for batches
     dev_wer: float
     dev_cer: float
 
@@ -60,6 +61,7 @@ class EpochTotals:
     batches: int = 0
     frames: int = 0
     seconds: float = 0.0
+    data_wait: float = 0.0  # seconds the loop waited for the loader (input pipeline too slow if large)
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -258,12 +260,15 @@ class Trainer:
                 break
             self.epoch, self.batch_in_epoch, self.totals = self.epoch + 1, 0, EpochTotals()
             log.info(
-                "epoch %d: loss %.4f, %.0f frames/s, dev WER %.2f CER %.2f",
-                self.epoch, result.loss, result.frames_per_second, result.dev_wer, result.dev_cer,
+                "epoch %d: loss %.4f, %.0f frames/s, data wait %.0f%%, dev WER %.2f CER %.2f", self.epoch,
+                result.loss, result.frames_per_second, 100 * result.data_wait, result.dev_wer, result.dev_cer,
             )
+            if result.data_wait > 0.2:
+                log.warning("the loop waited %.0f%% of the epoch for batches: raise data.num_workers", 100 * result.data_wait)
             self.writer.add_scalar("dev/wer", result.dev_wer, self.step)
             self.writer.add_scalar("dev/cer", result.dev_cer, self.step)
             self.writer.add_scalar("train/frames_per_s", result.frames_per_second, self.step)
+            self.writer.add_scalar("train/data_wait", result.data_wait, self.step)
             if (result.dev_wer, result.dev_cer) < self.best:
                 self.best, self.bad_epochs = (result.dev_wer, result.dev_cer), 0
                 if self.dist.is_main:
@@ -302,10 +307,13 @@ class Trainer:
                    disable=None if self.dist.is_main else True, initial=self.batch_in_epoch,
                    total=self.batch_in_epoch + len(self.sampler))
         micro: list = []
+        ready = time.perf_counter()
         for batch in bar:
+            totals.data_wait += time.perf_counter() - ready
             report_skipped(batch, self.train_set, self.cfg.data.skip_bad, self.bad_utterances)
             micro.append(batch)
             if len(micro) < self.accumulate:
+                ready = time.perf_counter()
                 continue
             if self._should_stop():
                 return None
@@ -317,6 +325,7 @@ class Trainer:
             totals.seconds = time.perf_counter() - start
             bar.set_postfix(loss=f"{totals.loss / max(1, totals.batches):.3f}", frames_s=f"{totals.frames / totals.seconds:.0f}")
             micro = []
+            ready = time.perf_counter()
             if every and self.step % every == 0:
                 self._save_checkpoint()
         if self._should_stop() and self.batch_in_epoch < len(self.sampler.epoch_batches()):
@@ -330,7 +339,7 @@ class Trainer:
             dev = (dev.wer, dev.cer)
         wer, cer = from_main(dev, self.dist)
         fps = totals.frames / max(totals.seconds, 1e-9) * self.dist.world_size
-        return EpochResult(totals.loss / max(1, totals.batches), fps, wer, cer)
+        return EpochResult(totals.loss / max(1, totals.batches), fps, totals.data_wait / max(totals.seconds, 1e-9), wer, cer)
 
     def _should_stop(self) -> bool:
         """Ctrl-C on any rank, or the step limit: all ranks agree, so none waits for the others."""
@@ -411,7 +420,8 @@ class Trainer:
             "batch_in_epoch": self.batch_in_epoch,
             "world_size": self.dist.world_size,
             "grad_accum_steps": self.accumulate,
-            "epoch_totals": [self.totals.loss, self.totals.batches, self.totals.frames, self.totals.seconds],
+            "epoch_totals": [self.totals.loss, self.totals.batches, self.totals.frames, self.totals.seconds,
+                             self.totals.data_wait],
             "nonfinite_in_row": self.nonfinite_in_row,
             "best": list(self.best),
             "bad_epochs": self.bad_epochs,

@@ -32,6 +32,8 @@ def test_tiny_model_overfits_real_utterances(trained_tiny):
     steps = (out / "steps.tsv").read_text().splitlines()
     assert steps[0] == "step\tloss\tlr" and [int(line.split()[0]) for line in steps[1:]] == list(range(1, len(steps)))
     assert list((out / "tensorboard").iterdir())
+    epochs = [line for line in (out / "train.log").read_text().splitlines() if "INFO asr.train: epoch " in line]
+    assert len(epochs) == 40 and all(" data wait " in line and "%, dev WER" in line for line in epochs)
 
 
 def test_checkpoint_holds_everything_to_resume_and_to_transcribe(trained_tiny):
