@@ -242,15 +242,23 @@ def collate(items: list[Example | Skipped]) -> Batch:
     )
 
 
-def report_skipped(batch: Batch, dataset: SpeechDataset, skip_bad: bool, seen: set[int]) -> None:
-    """Raise the first unusable utterance of ``batch`` as an AudioError, or with ``skip_bad``
-    log each one once (``seen`` holds the indices reported so far) and go on."""
+def skip_or_raise(reason: str, skip_bad: bool) -> str:
+    """An unusable utterance: raise ``reason`` as an AudioError, or with ``skip_bad`` log it and
+    return it (for the caller to count)."""
+    if not skip_bad:
+        raise AudioError(reason)
+    log.warning("%s; utterance skipped", reason)
+    return reason
+
+
+def report_skipped(batch: Batch, skip_bad: bool, seen: set[int]) -> None:
+    """:func:`skip_or_raise` for the unusable utterances of ``batch``, each logged once
+    (``seen`` holds the indices reported so far: an epoch meets them again)."""
     for item in batch.skipped:
-        if not skip_bad:
-            raise AudioError(item.reason)
-        if item.index not in seen:
-            seen.add(item.index)
-            log.warning("%s; utterance skipped (data.skip_bad)", item.reason)
+        if skip_bad and item.index in seen:
+            continue
+        seen.add(item.index)
+        skip_or_raise(item.reason, skip_bad)
 
 
 class BucketBatchSampler(Sampler[list[ItemKey]]):
@@ -295,11 +303,13 @@ class BucketBatchSampler(Sampler[list[ItemKey]]):
 
     def set_shard(self, rank: int, world_size: int, accumulate: int) -> None:
         """Yield only this rank's micro-batches: each optimizer step takes ``world_size *
-        accumulate`` consecutive batches of the epoch's shared order (:func:`asr.distributed.shard_batches`)."""
+        accumulate`` consecutive batches of the epoch's shared order (see :meth:`epoch_batches`)."""
         self.shard = (rank, world_size, accumulate)
 
     def epoch_batches(self) -> list[list[int]]:
-        """The batches this sampler yields in the current epoch, before ``start_batch``."""
+        """The batches this sampler yields in the current epoch, before ``start_batch``: with a
+        shard, rank r takes the r-th run of ``accumulate`` batches of each step's group of
+        ``world_size * accumulate``; the tail that fills no whole step is dropped."""
         batches = self.batches(self.epoch)
         if self.shard is None:
             return batches

@@ -310,7 +310,7 @@ class Trainer:
         ready = time.perf_counter()
         for batch in bar:
             totals.data_wait += time.perf_counter() - ready
-            report_skipped(batch, self.train_set, self.cfg.data.skip_bad, self.bad_utterances)
+            report_skipped(batch, self.cfg.data.skip_bad, self.bad_utterances)
             micro.append(batch)
             if len(micro) < self.accumulate:
                 ready = time.perf_counter()
@@ -394,8 +394,7 @@ class Trainer:
                     self.step, self.skipped_steps, self.nonfinite_in_row)
         limit = self.cfg.trainer.max_nonfinite_steps
         if self.nonfinite_in_row >= limit:
-            self.step_log.flush()
-            path = self._save_checkpoint()
+            path = self._save_checkpoint()  # flushes steps.tsv too
             raise TrainingError(
                 f"{limit} non-finite steps in a row at step {self.step} (trainer.max_nonfinite_steps): the learning "
                 f"rate may be too high or the data broken; checkpoint saved to {path}"

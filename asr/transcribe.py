@@ -21,7 +21,7 @@ from tqdm import tqdm
 from asr.alignment import WordTiming, word_timings
 from asr.audio import audio_info
 from asr.checkpoint import build_components, load_checkpoint
-from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest
+from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest, skip_or_raise
 from asr.decoding import Decoder, DecodingOptions, Hypothesis, build_decoder, greedy_decode
 from asr.errors import AudioError
 from asr.features import FeatureExtractor
@@ -111,20 +111,13 @@ def recognize_dataset(
     results = {}
     for r in hypotheses:
         if r.error is not None:
-            rates.skip(str(dataset.utterances[r.index].audio_filepath), _skip_or_raise(r.error, skip_bad))
+            rates.skip(str(dataset.utterances[r.index].audio_filepath), skip_or_raise(r.error, skip_bad))
         else:
             results[r.index] = tokenizer.decode(r.nbest[0].tokens).strip()
     for i, utt in enumerate(dataset.utterances):
         if i in results:
             rates.add(str(utt.audio_filepath), tokenizer.normalize(utt.text), results[i])
     return rates
-
-
-def _skip_or_raise(reason: str, skip_bad: bool) -> str:
-    if not skip_bad:
-        raise AudioError(reason)
-    log.warning("%s; utterance skipped", reason)
-    return reason
 
 
 class Recognizer:
@@ -235,7 +228,7 @@ class Recognizer:
             rates.skip(str(manifest), line)
         for utt, transcript in zip(utts, transcribe_all(self, utts)):
             if transcript.error is not None:
-                rates.skip(transcript.key, _skip_or_raise(transcript.error, skip_bad))
+                rates.skip(transcript.key, skip_or_raise(transcript.error, skip_bad))
             else:
                 rates.add(transcript.key, self.tokenizer.normalize(utt.text), transcript.text)
         return rates
