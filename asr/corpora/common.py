@@ -21,6 +21,9 @@ from asr.errors import AsrError
 
 log = logging.getLogger(__name__)
 
+# both ways to ask for a download: the CLI flag and the recipes' environment variable
+DOWNLOAD_HINT = "or download it where a network exists: --download, or <CORPUS>_DOWNLOAD=1 for a recipe"
+
 
 @dataclass(frozen=True)
 class Archive:
@@ -54,7 +57,7 @@ def ensure_downloaded(data_dir: Path, archives: Iterable[Archive], download: boo
         if target.exists():
             continue
         if not download:
-            raise AsrError(f"{target}: not found; expected {layout} (or pass --download where a network exists)")
+            raise AsrError(f"{target}: not found; expected {layout} ({DOWNLOAD_HINT})")
         fetch_and_extract(archive, data_dir)
         require(target, f"{archive.url} to contain {archive.provides}")
 

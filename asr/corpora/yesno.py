@@ -13,7 +13,7 @@ import logging
 import re
 from pathlib import Path
 
-from asr.corpora.common import Archive, durations, ensure_downloaded
+from asr.corpora.common import DOWNLOAD_HINT, Archive, durations, ensure_downloaded
 from asr.data import Utterance, write_manifest
 from asr.errors import AsrError
 
@@ -42,7 +42,7 @@ def find_recordings(data_dir: Path, download: bool = False) -> list[Path]:
             if files:
                 return files
     if not data_dir.is_dir():
-        raise AsrError(f"{data_dir}: not found; expected {LAYOUT} (or pass --download where a network exists)")
+        raise AsrError(f"{data_dir}: not found; expected {LAYOUT} ({DOWNLOAD_HINT})")
     raise AsrError(f"{data_dir}: no <0|1>_..._<0|1>.wav files; expected {LAYOUT}")
 
 
