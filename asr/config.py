@@ -66,6 +66,10 @@ class DataConfig:
     dev_manifest: str = MISSING
     max_frames_per_batch: int = 20000  # padded feature frames (10 ms each) per batch
     num_buckets: int = 10
+    # each epoch a bucket's utterances are ordered by length x (1 ± length_jitter) before being cut
+    # into batches: 0 gives the least padding and the same batches every epoch, larger values
+    # more varied batches and more padding
+    length_jitter: float = 0.05
     num_workers: int = 1
     max_duration: float = 30.0  # longer training utterances are dropped with a warning
     stats_utterances: int = 2000  # utterances used for the global normalization statistics
@@ -185,6 +189,7 @@ def validate(cfg: TrainConfig) -> None:
         ("optim.clip_grad_norm", cfg.optim.clip_grad_norm > 0, "must be > 0"),
         ("data.max_frames_per_batch", cfg.data.max_frames_per_batch > 0, "must be > 0"),
         ("data.num_buckets", cfg.data.num_buckets > 0, "must be > 0"),
+        ("data.length_jitter", 0 <= cfg.data.length_jitter < 1, "must be in [0, 1)"),
         ("data.num_workers", cfg.data.num_workers >= 0, "must be >= 0"),
         ("data.max_duration", 0 < cfg.data.max_duration < 86400, "must be in (0, 86400) seconds"),
         ("data.stats_utterances", cfg.data.stats_utterances > 0, "must be > 0"),

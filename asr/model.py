@@ -114,7 +114,7 @@ class AcousticModel(nn.Module):
             if layer < cfg.num_layers - 1:
                 block, dim = self._between_block(dim)
                 self.between.append(block)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = FastDropout(cfg.dropout)
         self.classifier = nn.Linear(dim, vocab_size)
 
     def _between_block(self, dim: int) -> tuple[nn.Module, int]:
@@ -142,11 +142,14 @@ class AcousticModel(nn.Module):
         batch, frames, _ = x.shape
         steps = torch.arange(frames)
         lengths = out_lengths.clamp(max=frames)
-        valid = (steps.unsqueeze(0) < lengths.unsqueeze(1)).to(x.device)  # (B, T')
-        # reversal within each utterance's length; padded positions map to themselves
-        reverse = torch.where(valid.cpu(), lengths.unsqueeze(1) - 1 - steps.unsqueeze(0), steps.unsqueeze(0)).to(x.device)
+        valid = steps.unsqueeze(0) < lengths.unsqueeze(1)  # (B, T')
+        # reversal within each utterance's length as rows of the flattened (B * T', D) batch;
+        # padded positions map to themselves
+        reverse = torch.where(valid, lengths.unsqueeze(1) - 1 - steps.unsqueeze(0), steps.unsqueeze(0))
+        reverse_rows = (reverse + frames * torch.arange(batch).unsqueeze(1)).reshape(-1).to(x.device)
+        valid = valid.to(x.device)
         for layer, rnn in enumerate(self.rnns):
-            x = _bidirectional_layer(rnn, x, reverse)
+            x = _bidirectional_layer(rnn, x, reverse_rows)
             if layer < len(self.between):
                 x = self._between_valid(layer, x, valid)
         log_probs = self.classifier(self.dropout(x)).float().log_softmax(-1)
@@ -228,16 +231,58 @@ class AcousticModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def _bidirectional_layer(rnn: nn.RNNBase, x: torch.Tensor, reverse: torch.Tensor) -> torch.Tensor:
+def _bidirectional_layer(rnn: nn.RNNBase, x: torch.Tensor, reverse_rows: torch.Tensor) -> torch.Tensor:
     """One recurrent layer over a padded (B, T, D) batch -> (B, T, H * directions): the backward
-    direction runs on each utterance reversed within its length (``reverse``: (B, T) indices),
-    so its outputs on real frames equal those of a packed sequence."""
+    direction runs on each utterance reversed within its length (``reverse_rows``: (B * T,) row
+    indices of the flattened batch), so its outputs on real frames equal those of a packed sequence."""
     forward, _ = _run_direction(rnn, x, None, "")
     if not rnn.bidirectional:
         return forward
-    index = reverse.unsqueeze(-1)
-    backward, _ = _run_direction(rnn, torch.gather(x, 1, index.expand(-1, -1, x.shape[-1])), None, "_reverse")
-    return torch.cat([forward, torch.gather(backward, 1, index.expand(-1, -1, backward.shape[-1]))], dim=-1)
+    backward, _ = _run_direction(rnn, _PermuteRows.apply(x, reverse_rows), None, "_reverse")
+    return torch.cat([forward, _PermuteRows.apply(backward, reverse_rows)], dim=-1)
+
+
+class _PermuteRows(torch.autograd.Function):
+    """(B, T, D) -> the rows of its (B * T, D) flattening taken in ``rows`` order, for a
+    permutation that is its own inverse (a reversal): the gradient is the same row selection.
+    A row copy costs a fraction of ``torch.gather`` with an expanded index and of its
+    scatter-add backward (3.5 % of a CPU training step before)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows)
+        return x.reshape(-1, x.shape[-1]).index_select(0, rows).view(x.shape)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (rows,) = ctx.saved_tensors
+        return grad.reshape(-1, grad.shape[-1]).index_select(0, rows).view(grad.shape), None
+
+
+class FastDropout(nn.Module):
+    """Dropout whose CPU mask costs about a third of ``nn.Dropout``'s: PyTorch's CPU generator
+    is serial and draws one number per element, so this draws one 32-bit integer per two elements
+    and compares 15-bit halves against ``p`` (quantized to 1/32768). Same seeded generator, so
+    runs stay reproducible; on other devices it is ``nn.functional.dropout``."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+        self.threshold = min(round(p * 32768), 32767)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.threshold == 0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, True)
+        count = x.numel()
+        bits = torch.empty((count + 1) // 2, dtype=torch.int32).random_()  # 31 random bits each
+        halves = bits.view(torch.int16)[:count].bitwise_and(0x7FFF)  # uniform on [0, 32768)
+        keep = (halves >= self.threshold).view(x.shape)
+        return x * keep * (32768 / (32768 - self.threshold))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 def _tiles(x: torch.Tensor, chunk: int, right: int, windows: int) -> torch.Tensor:

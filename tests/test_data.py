@@ -94,11 +94,23 @@ def test_sampler_respects_the_frame_cap_and_yields_every_utterance_once_per_epoc
     assert [[k.index for k in b] for b in again] == seen_orders[1][5:]
 
 
+def padding_share(lengths: list[int], batches: list[list[int]]) -> float:
+    return 1 - sum(lengths) / sum(max(lengths[i] for i in b) * len(b) for b in batches)
+
+
 def test_sampler_keeps_padding_low():
-    lengths = list(range(100, 1100))
-    sampler = BucketBatchSampler(lengths, max_frames=5000, num_buckets=10)
-    padded = sum(max(lengths[k.index] for k in b) * len(b) for b in sampler)
-    assert sum(lengths) / padded > 0.85
+    lengths = [int(x) for x in torch.randint(100, 1100, (2000,), generator=torch.Generator().manual_seed(0))]
+    shuffled_buckets = padding_share(lengths, BucketBatchSampler(lengths, 5000, 10, length_jitter=0.99).batches(0))
+    jittered = padding_share(lengths, BucketBatchSampler(lengths, 5000, 10).batches(0))
+    assert jittered < 0.035 and shuffled_buckets > 0.05  # 2.8 % and 5.9 % when written (seeded)
+
+
+def test_length_jitter_varies_batch_membership_and_zero_fixes_it():
+    lengths = [100 + 2 * int(x) for x in torch.randperm(500, generator=torch.Generator().manual_seed(0))]  # no ties
+    def memberships(jitter: float, epoch: int) -> set[frozenset[int]]:
+        return {frozenset(b) for b in BucketBatchSampler(lengths, 5000, 4, length_jitter=jitter).batches(epoch)}
+    assert memberships(0.05, 0) != memberships(0.05, 1)
+    assert memberships(0.0, 0) == memberships(0.0, 1)
 
 
 def test_an_utterance_longer_than_the_cap_is_refused():

@@ -108,7 +108,7 @@ def test_fuzz_manifest_reader(tmp_path, lines, skip_bad):
 CONFIG_KEYS = ["model.hidden_size", "model.num_layers", "model.dropout", "model.cell", "model.subsampling_factor",
                "optim.lr", "optim.warmup_steps", "optim.name", "data.max_frames_per_batch", "data.max_duration",
                "features.n_mels", "features.hop_ms", "features.sample_rate", "tokenizer.kind", "tokenizer.vocab_size",
-               "trainer.epochs", "trainer.precision", "augment.speed_factors", "decode.beam_size", "model.nonexistent",
+               "trainer.epochs", "trainer.precision", "data.length_jitter", "augment.speed_factors", "decode.beam_size", "model.nonexistent",
                "nonexistent.key", "trainer.max_steps", "tokenizer.digits"]
 config_values = st.one_of(
     st.integers(-5, 10**6).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),

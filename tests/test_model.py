@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from asr.model import AcousticModel, CellType, ModelConfig, NormKind, Subsampling, ctc_loss
+from asr.model import AcousticModel, CellType, FastDropout, ModelConfig, NormKind, Subsampling, ctc_loss
 
 
 def batch(lengths, dim=20, seed=0):
@@ -59,6 +59,42 @@ def test_padding_costs_no_recurrent_compute_and_is_ignored():
         b, _ = model(padded, lengths)
     torch.testing.assert_close(a[0], b[0, : a.shape[1]])
     torch.testing.assert_close(a[1, :7], b[1, :7])
+
+
+def test_batched_and_per_item_gradients_agree():
+    """The backward pass through the within-length reversal: a padded batch's summed per-item
+    losses give the same weight gradients as the items one at a time."""
+    torch.manual_seed(0)
+    model = AcousticModel(ModelConfig(num_layers=2, hidden_size=8, dropout=0.0), 20, 6).train()
+    feats, lengths = batch([31, 12, 25])
+    targets = [torch.tensor([1, 2, 3]), torch.tensor([4]), torch.tensor([5, 1])]
+
+    def loss_of(f: torch.Tensor, n: torch.Tensor, t: list[torch.Tensor]) -> torch.Tensor:
+        log_probs, out_lengths = model(f, n)
+        return ctc_loss(log_probs, out_lengths, torch.cat(t), torch.tensor([len(x) for x in t])) * len(t)
+
+    model.zero_grad()
+    loss_of(feats, lengths, targets).backward()
+    batched = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    for i, n in enumerate(lengths.tolist()):
+        loss_of(feats[i : i + 1, :n], lengths[i : i + 1], targets[i : i + 1]).backward()
+    for together, alone in zip(batched, (p.grad for p in model.parameters())):
+        torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
+
+
+def test_fast_dropout_drops_at_rate_p_and_keeps_the_mean():
+    torch.manual_seed(0)
+    drop = FastDropout(0.1)
+    x = torch.ones(200, 501, requires_grad=True)  # odd element count: the last 32-bit draw is half used
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.005
+    assert abs(y.mean().item() - 1.0) < 0.01
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # gradient: the same mask and scale
+    assert not torch.equal(kept, drop(x) != 0)  # a new mask each call
+    assert torch.equal(drop.eval()(x), x)
 
 
 def test_ctc_loss_is_finite_and_trains():

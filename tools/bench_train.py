@@ -1,23 +1,33 @@
 """Training throughput: asr's training step against a plain reference loop, and against the
-machine's matmul roofline.
+machine's matmul roofline, side by side in one run.
 
-    python tools/bench_train.py MANIFEST [--config-name synth] [--utterances 600] [--steps 40]
+    python tools/bench_train.py MANIFEST [--config-name synth] [--utterances 0] [--rounds 5]
+        [--steps 8] [--device cpu] [--precision fp32] [--no-reference] [OVERRIDES ...]
 
 Both loops train the same model dimensions on the same precomputed features (feature extraction
 is out of the measurement: it runs in loader workers during real training). Reported per loop:
 useful frames per second (10 ms feature frames of real audio, padding not counted), the padded
 share of the frames computed, and seconds per step. asr's loop is what ``asr train`` runs:
-duration buckets capped by padded frames, packed sequences through the recurrent stack. The
+jittered length buckets capped by padded frames, each recurrent direction on the padded batch
+(the backward one reversed within each length), dropout, gradient clipping, fused AdamW. The
 reference (tools/reference_train_loop.py) takes random fixed-size batches of the same mean size
-and runs the LSTM over the padding. Roofline: training FLOPs per second (6 x the weights used per
-output frame) against the best float32 matmul rate measured on this machine.
+and runs one multi-layer ``nn.LSTM`` over the padding, without dropout or clipping.
+
+Shared machines drift by tens of percent from minute to minute, so the loops alternate: each of
+``--rounds`` rounds runs ``--steps`` steps of one, then of the other, and the table gives each
+round and the medians. Roofline: training FLOPs per second (6 x the weights used per output
+frame, on useful frames only) against the best float32 (or --precision) matmul rate measured on
+the same device in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
+import statistics
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -30,20 +40,34 @@ from asr.data import BucketBatchSampler, Example, SpeechDataset, collate, read_m
 from asr.features import FeatureExtractor, feature_stats  # noqa: E402
 from asr.model import AcousticModel, ctc_loss  # noqa: E402
 from asr.tokenizer import train_tokenizer  # noqa: E402
-from reference_train_loop import PlainBiLSTM, plain_epoch  # noqa: E402
+from reference_train_loop import PlainBiLSTM, plain_steps  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    start = time.perf_counter()
-    for _ in range(repeats):
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    """The best of three timings of ``repeats`` square matmuls: the roofline the loops are held to."""
+    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(3):
         torch.mm(a, b)
-    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            torch.mm(a, b)
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 * repeats / best / 1e9
 
 
 def load_features(manifest: str, cfg, count: int):
-    utts = read_manifest(manifest)[:count]
+    utts = read_manifest(manifest)
+    utts = utts[:count] if count else utts
     extractor = FeatureExtractor(cfg.features)
     plain = SpeechDataset(utts, extractor)
     raw = [extractor.log_mel(plain.waveform(i)) for i in range(len(utts))]
@@ -52,66 +76,120 @@ def load_features(manifest: str, cfg, count: int):
     return [extractor.normalize(f) for f in raw], [torch.tensor(tokenizer.encode(u.text)) for u in utts], tokenizer
 
 
-def asr_loop(cfg, features, targets, vocab: int, steps: int) -> dict:
-    torch.manual_seed(0)
-    model = AcousticModel(cfg.model, features[0].shape[1], vocab)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    sampler = BucketBatchSampler([f.shape[0] for f in features], cfg.data.max_frames_per_batch, cfg.data.num_buckets, True, 0)
-    batches = [collate([Example(features[i], targets[i], i) for i in b]) for b in sampler.batches(0)][: steps + 2]
-    model.train()
-    useful = computed = 0
-    for n, batch in enumerate(batches):
-        if n == 2:  # the first steps warm up allocators and kernels
-            start, useful, computed = time.perf_counter(), 0, 0
-        log_probs, out_lengths = model(batch.features, batch.lengths)
-        loss = ctc_loss(log_probs, out_lengths, batch.targets, batch.target_lengths)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
-        useful += batch.num_frames
-        computed += batch.features.shape[0] * batch.features.shape[1]
-    seconds = time.perf_counter() - start
-    mean_batch = sum(len(b.indices) for b in batches) / len(batches)
-    return {"steps": len(batches) - 2, "useful": useful / seconds, "padding": 1 - useful / computed,
-            "step_s": seconds / (len(batches) - 2), "mean_batch": mean_batch, "params": model.num_parameters()}
+class AsrLoop:
+    """asr's training step over the epoch's batches, taken ``steps`` at a time, cyclically."""
+
+    def __init__(self, cfg, features, targets, vocab: int, device: torch.device, dtype: torch.dtype):
+        torch.manual_seed(0)
+        self.device, self.dtype = device, dtype
+        self.model = AcousticModel(cfg.model, features[0].shape[1], vocab).to(device).train()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, fused=True)
+        sampler = BucketBatchSampler([f.shape[0] for f in features], cfg.data.max_frames_per_batch,
+                                     cfg.data.num_buckets, True, 0, cfg.data.length_jitter)
+        self.batches = [collate([Example(features[i], targets[i], i) for i in b]) for b in sampler.batches(0)]
+        self.next = 0
+        self.mean_batch = sum(len(b.indices) for b in self.batches) / len(self.batches)
+        self.padding = 1 - sum(b.num_frames for b in self.batches) / sum(b.features.shape[0] * b.features.shape[1] for b in self.batches)
+
+    def run(self, steps: int) -> tuple[int, float]:
+        """Train ``steps`` steps; returns (useful frames, seconds)."""
+        useful = 0
+        synchronize(self.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            batch = self.batches[self.next % len(self.batches)]
+            self.next += 1
+            features = batch.features.to(self.device, non_blocking=True)
+            autocast = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32 else nullcontext()
+            with autocast:
+                log_probs, out_lengths = self.model(features, batch.lengths)
+            loss = ctc_loss(log_probs, out_lengths, batch.targets.to(self.device), batch.target_lengths.to(self.device))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+            self.optimizer.step()
+            useful += batch.num_frames
+        synchronize(self.device)
+        return useful, time.perf_counter() - start
 
 
-def reference_loop(cfg, features, targets, vocab: int, batch_size: int, steps: int) -> dict:
-    torch.manual_seed(0)
-    model = PlainBiLSTM(features[0].shape[1], cfg.model.subsampling_factor, cfg.model.hidden_size, cfg.model.num_layers, vocab)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    plain_epoch(model, optimizer, features, targets, batch_size, seed=1, max_steps=2)  # warm-up
-    start = time.perf_counter()
-    done, useful = plain_epoch(model, optimizer, features, targets, batch_size, seed=0, max_steps=steps)
-    seconds = time.perf_counter() - start
-    return {"steps": done, "useful": useful / seconds, "step_s": seconds / done}
+class ReferenceLoop:
+    """tools/reference_train_loop.py's plain loop, ``steps`` batches at a time."""
+
+    def __init__(self, cfg, features, targets, vocab: int, batch_size: int, device: torch.device):
+        torch.manual_seed(0)
+        self.device = device
+        self.model = PlainBiLSTM(features[0].shape[1], cfg.model.subsampling_factor, cfg.model.hidden_size,
+                                 cfg.model.num_layers, vocab).to(device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
+        self.features, self.targets, self.batch_size, self.seed = features, targets, batch_size, 0
+
+    def run(self, steps: int) -> tuple[int, float]:
+        synchronize(self.device)
+        start = time.perf_counter()
+        useful = plain_steps(self.model, self.optimizer, self.features, self.targets, self.batch_size,
+                             seed=self.seed, steps=steps, device=self.device)
+        synchronize(self.device)
+        self.seed += 1
+        return useful, time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("manifest")
     parser.add_argument("--config-name", default="synth")
-    parser.add_argument("--utterances", type=int, default=600)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--utterances", type=int, default=0, help="first N utterances (0: all)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=8, help="steps of each loop per round")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=sorted(DTYPES), default="fp32", help="autocast dtype of asr's loop")
+    parser.add_argument("--no-reference", action="store_true", help="time asr's loop alone (large models)")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model=ds2_5x1024")
     args = parser.parse_args()
+    device, dtype = torch.device(args.device), DTYPES[args.precision]
     cfg = load_train_config(["data.train_manifest=x", "data.dev_manifest=x", *args.overrides], args.config_name)
     features, targets, tokenizer = load_features(args.manifest, cfg, args.utterances)
-    ours = asr_loop(cfg, features, targets, tokenizer.vocab_size, args.steps)
-    batch = max(1, round(ours["mean_batch"]))
-    plain = reference_loop(cfg, features, targets, tokenizer.vocab_size, batch, args.steps)
-    peak = matmul_gflops()
-    flops_per_frame = 6 * ours["params"] / cfg.model.subsampling_factor  # per 10 ms input frame, training
-    achieved = ours["useful"] * flops_per_frame / 1e9
-    print(f"{args.config_name}: {ours['params']:,} parameters, {torch.get_num_threads()} threads, "
-          f"{len(features)} utterances, mean batch {ours['mean_batch']:.1f}")
-    print(f"asr loop       {ours['useful']:>9,.0f} useful frames/s  padding {ours['padding']:5.1%}  "
-          f"{ours['step_s']:.3f} s/step ({ours['steps']} steps)")
-    print(f"reference loop {plain['useful']:>9,.0f} useful frames/s  (batch {batch}, random order, "
-          f"unpacked)  {plain['step_s']:.3f} s/step ({plain['steps']} steps)")
-    print(f"speed-up {ours['useful'] / plain['useful']:.2f}x;  roofline: {achieved:.1f} GFLOP/s of "
-          f"training against {peak:.1f} GFLOP/s float32 matmul = {achieved / peak:.0%}")
+    ours = AsrLoop(cfg, features, targets, tokenizer.vocab_size, device, dtype)
+    batch_size = max(1, round(ours.mean_batch))
+    loops = {"asr": ours}
+    if not args.no_reference:
+        loops["reference"] = ReferenceLoop(cfg, features, targets, tokenizer.vocab_size, batch_size, device)
+    for loop in loops.values():
+        loop.run(2)  # warm-up: allocators, kernels, first-touch memory
+    rates: dict[str, list[float]] = {name: [] for name in loops}
+    step_seconds: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(args.rounds):
+        for name, loop in loops.items():
+            useful, seconds = loop.run(args.steps)
+            rates[name].append(useful / seconds)
+            step_seconds[name].append(seconds / args.steps)
+    peak = matmul_gflops(device, dtype)
+    report(args, cfg, ours, batch_size, len(features), rates, step_seconds, peak)
+
+
+def report(args, cfg, ours: AsrLoop, batch_size: int, utterances: int, rates, step_seconds, peak: float) -> None:
+    params = ours.model.num_parameters()
+    flops_per_frame = 6 * params / cfg.model.subsampling_factor  # per 10 ms input frame, training
+    device = args.device if args.device != "cpu" else f"cpu ({platform.processor() or platform.machine()})"
+    if args.device.startswith("cuda"):
+        device = f"{args.device} ({torch.cuda.get_device_name(torch.device(args.device))})"
+    print(f"command: {' '.join(sys.argv)}")
+    print(f"device: {device}, {torch.get_num_threads()} threads, torch {torch.__version__}, precision {args.precision}")
+    print(f"model: {args.config_name} {' '.join(args.overrides)}: {params:,} parameters; {utterances} utterances, "
+          f"asr mean batch {ours.mean_batch:.1f} (padding {ours.padding:.1%}), reference batch {batch_size}; "
+          f"{args.rounds} rounds x {args.steps} steps")
+    print(f"{'loop':<10} {'useful frames/s per round':<44} {'median':>8} {'s/step':>7}")
+    for name in rates:
+        rounds = " ".join(f"{r:>7,.0f}" for r in rates[name])
+        print(f"{name:<10} {rounds:<44} {statistics.median(rates[name]):>8,.0f} {statistics.median(step_seconds[name]):>7.3f}")
+    median = statistics.median(rates["asr"])
+    if "reference" in rates:
+        ratios = [a / r for a, r in zip(rates["asr"], rates["reference"])]
+        print(f"speed-up over the reference: median {statistics.median(ratios):.2f}x "
+              f"(rounds {min(ratios):.2f}-{max(ratios):.2f}x)")
+    achieved = median * flops_per_frame / 1e9
+    print(f"roofline: {achieved:.1f} GFLOP/s of training on useful frames against {peak:.1f} GFLOP/s "
+          f"{args.precision} matmul = {achieved / peak:.0%}")
 
 
 if __name__ == "__main__":

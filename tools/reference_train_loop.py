@@ -31,31 +31,34 @@ class PlainBiLSTM(nn.Module):
         return self.out(y).log_softmax(-1)
 
 
-def plain_epoch(
+def plain_steps(
     model: PlainBiLSTM,
     optimizer: torch.optim.Optimizer,
     features: Sequence[torch.Tensor],
     targets: Sequence[torch.Tensor],
     batch_size: int,
     seed: int,
-    max_steps: int | None = None,
-) -> tuple[int, int]:
-    """Train over ``features`` in random fixed-size batches; returns (steps, useful frames)."""
-    order = list(range(len(features)))
-    random.Random(seed).shuffle(order)
-    steps = useful = 0
-    for first in range(0, len(order), batch_size):
-        chosen = order[first : first + batch_size]
+    steps: int,
+    device: torch.device = torch.device("cpu"),
+) -> int:
+    """Train ``steps`` steps on fixed-size batches of randomly ordered utterances (a new shuffle
+    from ``seed`` whenever the data runs out); returns the useful (unpadded) frames trained on."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    useful = 0
+    for _ in range(steps):
+        if len(order) < batch_size:
+            order = list(range(len(features)))
+            rng.shuffle(order)
+        chosen, order = order[:batch_size], order[batch_size:]
         lengths = torch.tensor([features[i].shape[0] for i in chosen])
-        padded = nn.utils.rnn.pad_sequence([features[i] for i in chosen], batch_first=True)
+        padded = nn.utils.rnn.pad_sequence([features[i] for i in chosen], batch_first=True).to(device)
         log_probs = model(padded)
         out_lengths = (lengths + model.stack - 1) // model.stack
-        loss = F.ctc_loss(log_probs.transpose(0, 1), torch.cat([targets[i] for i in chosen]), out_lengths,
+        loss = F.ctc_loss(log_probs.transpose(0, 1), torch.cat([targets[i] for i in chosen]).to(device), out_lengths,
                           torch.tensor([len(targets[i]) for i in chosen]), zero_infinity=True)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        steps, useful = steps + 1, useful + int(lengths.sum())
-        if max_steps and steps >= max_steps:
-            break
-    return steps, useful
+        useful += int(lengths.sum())
+    return useful
