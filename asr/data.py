@@ -162,7 +162,11 @@ class Batch:
     skipped: list[Skipped] = field(default_factory=list)
 
     def pin_memory(self) -> Batch:
+        """Page-locked copies (the loader calls this for CUDA runs), so the copies to the GPU can
+        be asynchronous (``non_blocking``) and overlap the previous step's kernels."""
         self.features = self.features.pin_memory()
+        self.targets = self.targets.pin_memory()
+        self.target_lengths = self.target_lengths.pin_memory()
         return self
 
     @property
@@ -269,9 +273,11 @@ class BucketBatchSampler(Sampler[list[ItemKey]]):
     ``1 ± length_jitter`` (ties in random order), cut greedily into batches with
     ``longest * count <= max_frames``, and the batches of all buckets shuffled together. The
     jitter lets batch membership change from epoch to epoch while neighbours still agree in length
-    to within about that fraction: on the synth training set 3.8 % of the computed frames are
-    padding with 0.05, against 8.8 % for plainly shuffled buckets. Every utterance appears exactly
-    once per epoch. The order depends only on (seed, epoch).
+    to within about that fraction. On the synth training set 6.8 % of the computed frames are
+    padding with the default 0.2, against 8.8 % for plainly shuffled buckets and 3.9 % with 0.05;
+    but 0.05 keeps nearly the same batches every epoch, and there the default model trained
+    visibly worse (dev WER 14.6 against 11.2 for 0.2 and 10.3 for 0.99, same seed). Every
+    utterance appears exactly once per epoch. The order depends only on (seed, epoch).
     """
 
     def __init__(
@@ -281,7 +287,7 @@ class BucketBatchSampler(Sampler[list[ItemKey]]):
         num_buckets: int = 10,
         shuffle: bool = True,
         seed: int = 0,
-        length_jitter: float = 0.05,
+        length_jitter: float = 0.2,
     ):
         self.num_frames = list(num_frames)
         self.length_jitter = length_jitter

@@ -1,10 +1,12 @@
 """The recurrent acoustic model: subsampling -> N recurrent layers -> token log-probabilities.
 
-Each recurrent layer runs as two one-directional passes over the padded batch: forward as it is,
-backward over every utterance reversed within its own length (padding stays at the end), so
-neither direction ever reads padding before real frames and padded and unpadded inputs give the
-same outputs. That keeps the fused oneDNN (CPU) and cuDNN (GPU) kernels: on 2 CPU cores a packed
-sequence runs the LSTM about 4x slower. Batch norm between layers sees real frames only.
+On CPUs each recurrent layer runs as two one-directional passes over the padded batch: forward
+as it is, backward over every utterance reversed within its own length (padding stays at the
+end), so neither direction ever reads padding before real frames and padded and unpadded inputs
+give the same outputs. That keeps the fused oneDNN kernel: on 2 CPU cores a packed sequence runs
+the LSTM about 4x slower. On GPUs cuDNN runs packed sequences natively, with both directions in
+one call and no work on padding, so there each layer takes a packed sequence. Both give the same
+outputs. Batch norm between layers sees real frames only.
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ class AcousticModel(nn.Module):
                 self.between.append(block)
         self.dropout = FastDropout(cfg.dropout)
         self.classifier = nn.Linear(dim, vocab_size)
+        self.packed: bool | None = None  # recurrent layers on packed sequences; None: on CUDA only
 
     def _between_block(self, dim: int) -> tuple[nn.Module, int]:
         layers: list[nn.Module] = []
@@ -148,12 +151,28 @@ class AcousticModel(nn.Module):
         reverse = torch.where(valid, lengths.unsqueeze(1) - 1 - steps.unsqueeze(0), steps.unsqueeze(0))
         reverse_rows = (reverse + frames * torch.arange(batch).unsqueeze(1)).reshape(-1).to(x.device)
         valid = valid.to(x.device)
+        packed = x.is_cuda if self.packed is None else self.packed
         for layer, rnn in enumerate(self.rnns):
-            x = _bidirectional_layer(rnn, x, reverse_rows)
+            x = _packed_layer(rnn, x, lengths) if packed else _bidirectional_layer(rnn, x, reverse_rows)
             if layer < len(self.between):
                 x = self._between_valid(layer, x, valid)
-        log_probs = self.classifier(self.dropout(x)).float().log_softmax(-1)
-        return log_probs.masked_fill(~valid.unsqueeze(-1), 0.0), out_lengths.to(log_probs.device)
+        log_probs = self._scores(self.dropout(x), valid)
+        return log_probs, out_lengths.to(log_probs.device)
+
+    def _scores(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, T', D) top-layer outputs -> (B, T', V) float32 log-probabilities, zeros on padding."""
+        return self.classifier(x).float().log_softmax(-1).masked_fill(~valid.unsqueeze(-1), 0.0)
+
+    def compile_non_recurrent(self) -> None:
+        """``torch.compile`` the parts around the recurrent layers, in place: subsampling, the
+        blocks between layers, and the classifier with its log-softmax (each recurrent layer is
+        already one fused oneDNN/cuDNN kernel). Shapes vary from batch to batch, so the graphs are
+        dynamic. Parameters, state dicts and checkpoints are unchanged."""
+        self.subsample.compile(dynamic=True)
+        for block in self.between:
+            if len(block):
+                block.compile(dynamic=True)
+        self._scores = torch.compile(self._scores, dynamic=True)
 
     def _between_valid(self, layer: int, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Projection / normalization and dropout after ``layer``, on real frames only (batch
@@ -240,6 +259,14 @@ def _bidirectional_layer(rnn: nn.RNNBase, x: torch.Tensor, reverse_rows: torch.T
         return forward
     backward, _ = _run_direction(rnn, _PermuteRows.apply(x, reverse_rows), None, "_reverse")
     return torch.cat([forward, _PermuteRows.apply(backward, reverse_rows)], dim=-1)
+
+
+def _packed_layer(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The same layer through the module itself on a packed sequence: (B, T, D) padded batch and
+    (B,) CPU lengths -> (B, T, H * directions), zeros past each length."""
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp(min=1), batch_first=True, enforce_sorted=False)
+    out, _ = rnn(packed)
+    return nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
 
 
 class _PermuteRows(torch.autograd.Function):

@@ -110,6 +110,8 @@ class Trainer:
         self.tokenizer = self._tokenizer(resume, train_utts)
         self.extractor = self._extractor(resume, train_utts)
         self.model = AcousticModel(cfg.model, self.extractor.dim, self.tokenizer.vocab_size).to(self.device)
+        if cfg.trainer.compile:
+            self.model.compile_non_recurrent()
         self.train_model = self.model  # what training steps call: the DDP wrapper with several processes
         if info.enabled:
             self.train_model = torch.nn.parallel.DistributedDataParallel(
@@ -355,7 +357,7 @@ class Trainer:
         """One optimizer step over ``grad_accum_steps`` micro-batches (on each rank); returns the
         loss (mean over micro-batches and ranks), or None when the step was skipped."""
         self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
+        total = torch.zeros((), device=self.device)  # summed on the device: one host sync per step, not per micro-batch
         for i, batch in enumerate(micro):
             last = i == len(micro) - 1
             # gradients are exchanged between ranks once per step, on the last micro-batch
@@ -364,15 +366,15 @@ class Trainer:
                     features = batch.features.to(self.device, non_blocking=True)
                     with self._autocast():
                         log_probs, out_lengths = self.train_model(features, batch.lengths)
-                    loss = ctc_loss(log_probs, out_lengths, batch.targets.to(self.device),
-                                    batch.target_lengths.to(self.device)) / len(micro)
+                    loss = ctc_loss(log_probs, out_lengths, batch.targets.to(self.device, non_blocking=True),
+                                    batch.target_lengths.to(self.device, non_blocking=True)) / len(micro)
                 else:  # every utterance unusable: a zero loss keeps the ranks' backward passes in step
                     loss = sum(p.sum() for p in self.model.parameters()) * 0.0
                 self.scaler.scale(loss).backward()
-            total += float(loss.detach())
+            total += loss.detach().float()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad_norm)
-        loss_value = mean_over_ranks(total, self.dist)
+        loss_value = mean_over_ranks(float(total), self.dist)
         finite = math.isfinite(loss_value) and bool(torch.isfinite(grad_norm))
         if finite or self.scaler.is_enabled():
             self.scaler.step(self.optimizer)  # the scaler itself skips non-finite fp16 steps

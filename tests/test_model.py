@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 import torch
 
@@ -81,6 +83,43 @@ def test_batched_and_per_item_gradients_agree():
         loss_of(feats[i : i + 1, :n], lengths[i : i + 1], targets[i : i + 1]).backward()
     for together, alone in zip(batched, (p.grad for p in model.parameters())):
         torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS[:3], ids=lambda c: c.cell.value)
+def test_packed_recurrence_used_on_gpus_matches_the_padded_one(cfg):
+    """CUDA runs each layer on a packed sequence (cuDNN), CPUs on the padded batch: same outputs
+    and gradients (forced here on the CPU, so CI checks the GPU path's arithmetic)."""
+    torch.manual_seed(0)
+    model = AcousticModel(cfg, input_dim=20, vocab_size=7).train()
+    model.dropout.p = model.dropout.threshold = 0
+    feats, lengths = batch([37, 50, 11, 24])
+    results = []
+    for packed in (False, True):
+        model.packed = packed
+        model.zero_grad()
+        log_probs, out_lengths = model(feats, lengths)
+        (log_probs * torch.linspace(0, 1, log_probs.shape[-1])).sum().backward()
+        results.append((log_probs.detach(), [p.grad.clone() for p in model.parameters()]))
+    (padded, padded_grads), (packed_out, packed_grads) = results
+    torch.testing.assert_close(padded, packed_out, atol=1e-5, rtol=1e-5)
+    for a, b in zip(padded_grads, packed_grads):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_non_recurrent_parts_give_the_same_outputs_and_state_dict():
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_layers=2, hidden_size=8, projection_size=6, norm=NormKind.batch, subsampling=Subsampling.conv,
+                      subsampling_factor=2, conv_channels=4)
+    plain = AcousticModel(cfg, input_dim=20, vocab_size=7).eval()
+    compiled = AcousticModel(cfg, input_dim=20, vocab_size=7).eval()
+    compiled.load_state_dict(plain.state_dict())
+    compiled.compile_non_recurrent()
+    assert compiled.state_dict().keys() == plain.state_dict().keys()  # checkpoints unchanged
+    with torch.no_grad():
+        for lengths in ([37, 50, 11], [12, 9]):  # two shapes: the graphs are dynamic
+            feats, n = batch(lengths)
+            torch.testing.assert_close(compiled(feats, n)[0], plain(feats, n)[0], atol=1e-5, rtol=1e-5)
 
 
 def test_fast_dropout_drops_at_rate_p_and_keeps_the_mean():

@@ -1,0 +1,81 @@
+"""The CUDA path: packed cuDNN recurrence, bf16 / fp16 autocast, GPU transcription. CI has no GPU,
+so these skip there; run them on a machine with one (`pytest tests/test_cuda.py`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from asr.checkpoint import load_checkpoint
+from asr.config import load_train_config
+from asr.model import AcousticModel, ModelConfig, NormKind, Subsampling, ctc_loss
+from asr.train import train
+from asr.transcribe import Recognizer
+from conftest import tiny_overrides
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def padded_batch(lengths: list[int], dim: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    feats = torch.zeros(len(lengths), max(lengths), dim)
+    for i, n in enumerate(lengths):
+        feats[i, :n] = torch.randn(n, dim, generator=g)
+    return feats, torch.tensor(lengths)
+
+
+def test_gpu_model_matches_the_cpu_model_in_fp32():
+    """cuDNN on packed sequences (GPU) against oneDNN on the reversed padded batch (CPU)."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    cfg = ModelConfig(num_layers=3, hidden_size=64, norm=NormKind.batch, subsampling=Subsampling.conv, subsampling_factor=2)
+    torch.manual_seed(0)
+    model = AcousticModel(cfg, 40, 30).eval()
+    feats, lengths = padded_batch([300, 120, 47, 299])
+    with torch.no_grad():
+        cpu, _ = model(feats, lengths)
+        gpu, _ = model.cuda()(feats.cuda(), lengths.cuda())
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_training_steps_lower_the_loss(dtype):
+    torch.manual_seed(0)
+    model = AcousticModel(ModelConfig(num_layers=2, hidden_size=128, dropout=0.0), 40, 12).cuda().train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, fused=True)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    feats, lengths = padded_batch([200, 180, 150, 90])
+    targets = torch.randint(1, 12, (4, 20))
+    losses = []
+    for _ in range(30):
+        with torch.autocast("cuda", dtype=dtype):
+            log_probs, out_lengths = model(feats.cuda(), lengths)
+        loss = ctc_loss(log_probs, out_lengths, targets.cuda(), torch.full((4,), 20, device="cuda"))
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_asr_train_on_gpu_then_transcribe_on_gpu_and_cpu(trained_tiny, tmp_path, precision):
+    _, manifest, _ = trained_tiny
+    overrides = [o for o in tiny_overrides(manifest, tmp_path / "exp", epochs=3) if not o.startswith("trainer.device")]
+    cfg = load_train_config([*overrides, "trainer.device=cuda", f"trainer.precision={precision}", "data.num_workers=1"])
+    model_path = train(cfg)
+    assert load_checkpoint(model_path)["model"]  # a complete checkpoint came out
+    log = (tmp_path / "exp" / "train.log").read_text()
+    assert "data wait" in log
+    audio = _first_audio(manifest)
+    gpu = Recognizer.load(model_path, "cuda").transcribe_files([audio])
+    cpu = Recognizer.load(model_path, "cpu").transcribe_files([audio])
+    assert [r.text for r in gpu] == [r.text for r in cpu]
+
+
+def _first_audio(manifest) -> str:
+    import json
+
+    with open(manifest) as f:
+        return json.loads(f.readline())["audio_filepath"]
