@@ -152,8 +152,12 @@ class AcousticModel(nn.Module):
         reverse_rows = (reverse + frames * torch.arange(batch).unsqueeze(1)).reshape(-1).to(x.device)
         valid = valid.to(x.device)
         packed = x.is_cuda if self.packed is None else self.packed
+        unpadded = bool((lengths == frames).all())  # e.g. one file at a time: the module's own call
         for layer, rnn in enumerate(self.rnns):
-            x = _packed_layer(rnn, x, lengths) if packed else _bidirectional_layer(rnn, x, reverse_rows)
+            if unpadded:
+                x = rnn(x)[0]
+            else:
+                x = _packed_layer(rnn, x, lengths) if packed else _bidirectional_layer(rnn, x, reverse_rows)
             if layer < len(self.between):
                 x = self._between_valid(layer, x, valid)
         log_probs = self._scores(self.dropout(x), valid)

@@ -74,7 +74,8 @@ def iter_hypotheses(
                                  shuffle=False)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
     was_training = model.training
-    model.eval()
+    if was_training:  # (walking the modules costs more than a short file's features)
+        model.eval()
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype != torch.float32 else nullcontext()
     try:
         with torch.inference_mode(), autocast:
@@ -89,7 +90,8 @@ def iter_hypotheses(
                     kept = log_probs[row, : out_lengths[row]].cpu() if keep_log_probs else None
                     yield Recognition(index, nbest, kept)
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
 
 
 def recognize_dataset(
