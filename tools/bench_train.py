@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=sorted(DTYPES), default="fp32", help="autocast dtype of asr's loop")
     parser.add_argument("--no-reference", action="store_true", help="time asr's loop alone (large models)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model=ds2_5x1024")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # overrides may follow options
     device, dtype = torch.device(args.device), DTYPES[args.precision]
     cfg = load_train_config(["data.train_manifest=x", "data.dev_manifest=x", *args.overrides], args.config_name)
     features, targets, tokenizer = load_features(args.manifest, cfg, args.utterances)
