@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -61,6 +62,13 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpro
     return subprocess.run(
         [sys.executable, "-m", "asr", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout
     )
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that must take Ctrl-C like a program started from a terminal: a
+    shell without job control starts background commands with SIGINT ignored (as a CI runner may
+    run this suite), and Python then never installs its KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def tiny_config(manifest, out_dir, epochs: int, resume: bool = False):

@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 
 from asr.cli import main
-from conftest import tone
+from conftest import default_sigint, tone
 
 OK = "ok"
 
@@ -265,6 +265,7 @@ def test_ctrl_c_in_batch_transcription_keeps_finished_outputs(trained_tiny, tmp_
     process = subprocess.Popen(
         [sys.executable, "-m", "asr", "transcribe", str(trained_tiny[0]), *map(str, short + long), "--output-dir", str(out_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=default_sigint,
     )
     deadline = time.monotonic() + 120
     while len(list(out_dir.glob("*.txt"))) < len(short):

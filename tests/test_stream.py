@@ -23,7 +23,7 @@ from asr.model import AcousticModel, ModelConfig
 from asr.sources import StreamResampler
 from asr.stream import StreamingRecognizer, StreamOptions, stream_events
 from asr.transcribe import Recognizer
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, default_sigint, run_cli
 
 
 def random_pieces(signal_: np.ndarray | torch.Tensor, seed: int, largest: int):
@@ -238,6 +238,7 @@ def test_microphone_stream_through_a_real_pulseaudio_device(tiny_recognizer, pul
     listener = subprocess.Popen(
         [sys.executable, "-m", "asr", "stream", str(model_path), "--device", "pulse", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=default_sigint,
     )
     try:
         deadline = time.time() + 120
