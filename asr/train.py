@@ -140,6 +140,7 @@ class Trainer:
         self.step, self.epoch, self.best, self.bad_epochs, self.skipped_steps = 0, 0, (math.inf, math.inf), 0, 0
         self.batch_in_epoch, self.totals, self.nonfinite_in_row = 0, EpochTotals(), 0
         self.stop_requested = False
+        self.recent_wait = 0.0  # seconds waited for batches since the last TensorBoard point
         if resume is not None:
             self.model.load_state_dict(resume["model"]["state_dict"])
             self._restore(resume["training"])
@@ -311,9 +312,10 @@ class Trainer:
                    disable=None if self.dist.is_main else True, initial=self.batch_in_epoch,
                    total=self.batch_in_epoch + len(self.sampler))
         micro: list = []
-        ready = time.perf_counter()
+        ready, step_wait = time.perf_counter(), 0.0
         for batch in bar:
-            totals.data_wait += time.perf_counter() - ready
+            waited = time.perf_counter() - ready
+            totals.data_wait, step_wait = totals.data_wait + waited, step_wait + waited
             report_skipped(batch, self.cfg.data.skip_bad, self.bad_utterances)
             micro.append(batch)
             if len(micro) < self.accumulate:
@@ -322,14 +324,16 @@ class Trainer:
             if self._should_stop():
                 return None
             loss = self._train_step(micro)
+            self._log_data_wait(step_wait)
             self.batch_in_epoch += len(micro)
             if loss is not None:
                 totals.loss, totals.batches = totals.loss + loss, totals.batches + 1
             totals.frames += sum(b.num_frames for b in micro)
             totals.seconds = time.perf_counter() - start
-            bar.set_postfix(loss=f"{totals.loss / max(1, totals.batches):.3f}", frames_s=f"{totals.frames / totals.seconds:.0f}")
+            bar.set_postfix(loss=f"{totals.loss / max(1, totals.batches):.3f}", frames_s=f"{totals.frames / totals.seconds:.0f}",
+                            wait=f"{totals.data_wait / totals.seconds:.0%}")
             micro = []
-            ready = time.perf_counter()
+            ready, step_wait = time.perf_counter(), 0.0
             if every and self.step % every == 0:
                 self._save_checkpoint()
         if self._should_stop() and self.batch_in_epoch < len(self.sampler.epoch_batches()):
@@ -390,6 +394,14 @@ class Trainer:
             self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
             self.writer.add_scalar("train/grad_norm", float(grad_norm), self.step)
         return loss_value if finite else None
+
+    def _log_data_wait(self, seconds: float) -> None:
+        """TensorBoard ``train/data_wait_ms``: the mean wait for batches per step over the last
+        ``log_every`` steps (a loader that falls behind shows up here before the epoch ends)."""
+        self.recent_wait += seconds
+        if self.step % self.cfg.trainer.log_every == 0:
+            self.writer.add_scalar("train/data_wait_ms", 1000 * self.recent_wait / self.cfg.trainer.log_every, self.step)
+            self.recent_wait = 0.0
 
     def _count_nonfinite(self) -> None:
         self.skipped_steps += 1

@@ -31,9 +31,14 @@ def test_tiny_model_overfits_real_utterances(trained_tiny):
     assert len(list((out / "checkpoints").glob("step-*.pt"))) == 2  # trainer.keep_checkpoints
     steps = (out / "steps.tsv").read_text().splitlines()
     assert steps[0] == "step\tloss\tlr" and [int(line.split()[0]) for line in steps[1:]] == list(range(1, len(steps)))
-    assert list((out / "tensorboard").iterdir())
     epochs = [line for line in (out / "train.log").read_text().splitlines() if "INFO asr.train: epoch " in line]
     assert len(epochs) == 40 and all(" data wait " in line and "%, dev WER" in line for line in epochs)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = EventAccumulator(str(out / "tensorboard")).Reload()
+    waits = scalars.Scalars("train/data_wait_ms")  # every trainer.log_every (20) steps
+    assert [w.step for w in waits] == list(range(20, len(steps), 20)) and all(w.value >= 0 for w in waits)
+    assert len(scalars.Scalars("train/data_wait")) == 40  # the share, once per epoch
 
 
 def test_checkpoint_holds_everything_to_resume_and_to_transcribe(trained_tiny):
