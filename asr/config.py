@@ -67,8 +67,8 @@ class DataConfig:
     max_frames_per_batch: int = 20000  # padded feature frames (10 ms each) per batch
     num_buckets: int = 10
     # each epoch a bucket's utterances are ordered by length x (1 ± length_jitter) before being cut
-    # into batches: 0 gives the least padding and the same batches every epoch (which trains
-    # worse), larger values more varied batches and more padding
+    # into batches: 0 gives the least padding and the same batches every epoch (0.05 already trained
+    # worse on synth), larger values more varied batches and more padding
     length_jitter: float = 0.2
     num_workers: int = 1
     max_duration: float = 30.0  # longer training utterances are dropped with a warning
@@ -95,9 +95,9 @@ class TrainerConfig:
     max_nonfinite_steps: int = 20  # non-finite losses/gradients in a row before training stops
     # micro-batches whose gradients are summed into one optimizer step (on every process, with torchrun)
     grad_accum_steps: int = 1
-    # torch.compile the non-recurrent parts (subsampling, between-layer blocks, classifier); worth it
-    # on GPUs with conv subsampling and batch norm, not on CPUs; the first steps of each new batch
-    # shape run slower while graphs compile (needs a C++ compiler on CPUs)
+    # torch.compile the non-recurrent parts (subsampling, between-layer blocks, classifier): meant for
+    # GPUs (no gain on CPUs); the first steps of each new batch shape run slower while graphs
+    # compile (needs a C++ compiler on CPUs)
     compile: bool = False
 
 

@@ -280,6 +280,8 @@ class BucketBatchSampler(Sampler[list[ItemKey]]):
     utterance appears exactly once per epoch. The order depends only on (seed, epoch).
     """
 
+    ORDER_VERSION = 2  # bumped whenever (seed, epoch) -> batches changes: checkpoints record it
+
     def __init__(
         self,
         num_frames: Sequence[int],

@@ -11,6 +11,7 @@ outputs. Batch norm between layers sees real frames only.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from enum import Enum
@@ -119,6 +120,7 @@ class AcousticModel(nn.Module):
         self.dropout = FastDropout(cfg.dropout)
         self.classifier = nn.Linear(dim, vocab_size)
         self.packed: bool | None = None  # recurrent layers on packed sequences; None: on CUDA only
+        self.compiled = False  # classifier + log-softmax through torch.compile (compile_non_recurrent)
 
     def _between_block(self, dim: int) -> tuple[nn.Module, int]:
         layers: list[nn.Module] = []
@@ -146,37 +148,36 @@ class AcousticModel(nn.Module):
         steps = torch.arange(frames)
         lengths = out_lengths.clamp(max=frames)
         valid = steps.unsqueeze(0) < lengths.unsqueeze(1)  # (B, T')
-        # reversal within each utterance's length as rows of the flattened (B * T', D) batch;
-        # padded positions map to themselves
-        reverse = torch.where(valid, lengths.unsqueeze(1) - 1 - steps.unsqueeze(0), steps.unsqueeze(0))
-        reverse_rows = (reverse + frames * torch.arange(batch).unsqueeze(1)).reshape(-1).to(x.device)
-        valid = valid.to(x.device)
         packed = x.is_cuda if self.packed is None else self.packed
-        unpadded = bool((lengths == frames).all())  # e.g. one file at a time: the module's own call
+        unpadded = frames > 0 and bool((lengths == frames).all())  # e.g. one file at a time
+        if not (packed or unpadded):
+            # reversal within each utterance's length as rows of the flattened (B * T', D) batch;
+            # padded positions map to themselves
+            reverse = torch.where(valid, lengths.unsqueeze(1) - 1 - steps.unsqueeze(0), steps.unsqueeze(0))
+            reverse_rows = (reverse + frames * torch.arange(batch).unsqueeze(1)).reshape(-1).to(x.device)
+        valid = valid.to(x.device)
         for layer, rnn in enumerate(self.rnns):
-            if unpadded:
+            if unpadded:  # the module's own call, both directions
                 x = rnn(x)[0]
             else:
                 x = _packed_layer(rnn, x, lengths) if packed else _bidirectional_layer(rnn, x, reverse_rows)
             if layer < len(self.between):
                 x = self._between_valid(layer, x, valid)
-        log_probs = self._scores(self.dropout(x), valid)
+        scores = _compiled_scores() if self.compiled else _scores
+        log_probs = scores(self.classifier, self.dropout(x), valid)
         return log_probs, out_lengths.to(log_probs.device)
-
-    def _scores(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """(B, T', D) top-layer outputs -> (B, T', V) float32 log-probabilities, zeros on padding."""
-        return self.classifier(x).float().log_softmax(-1).masked_fill(~valid.unsqueeze(-1), 0.0)
 
     def compile_non_recurrent(self) -> None:
         """``torch.compile`` the parts around the recurrent layers, in place: subsampling, the
         blocks between layers, and the classifier with its log-softmax (each recurrent layer is
         already one fused oneDNN/cuDNN kernel). Shapes vary from batch to batch, so the graphs are
-        dynamic. Parameters, state dicts and checkpoints are unchanged."""
+        dynamic. Parameters, state dicts and checkpoints are unchanged; a copy of the model
+        (``copy.deepcopy``) keeps compiling its scores but runs its other parts uncompiled."""
         self.subsample.compile(dynamic=True)
         for block in self.between:
             if len(block):
                 block.compile(dynamic=True)
-        self._scores = torch.compile(self._scores, dynamic=True)
+        self.compiled = True
 
     def _between_valid(self, layer: int, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Projection / normalization and dropout after ``layer``, on real frames only (batch
@@ -185,7 +186,7 @@ class AcousticModel(nn.Module):
         if len(block) == 0:
             return self.dropout(x)
         frames = block(x[valid])  # (N, D')
-        out = x.new_zeros(*x.shape[:2], frames.shape[-1])
+        out = frames.new_zeros(*x.shape[:2], frames.shape[-1])  # the block's dtype: it may differ under autocast
         out[valid] = frames
         return self.dropout(out)
 
@@ -254,6 +255,18 @@ class AcousticModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+def _scores(classifier: nn.Linear, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(B, T', D) top-layer outputs -> (B, T', V) float32 log-probabilities, zeros on padding."""
+    return classifier(x).float().log_softmax(-1).masked_fill(~valid.unsqueeze(-1), 0.0)
+
+
+@functools.cache
+def _compiled_scores():
+    """:func:`_scores` compiled once per process (a function of its arguments only, so models,
+    their copies and pickles can share it)."""
+    return torch.compile(_scores, dynamic=True)
+
+
 def _bidirectional_layer(rnn: nn.RNNBase, x: torch.Tensor, reverse_rows: torch.Tensor) -> torch.Tensor:
     """One recurrent layer over a padded (B, T, D) batch -> (B, T, H * directions): the backward
     direction runs on each utterance reversed within its length (``reverse_rows``: (B * T,) row
@@ -293,7 +306,8 @@ class _PermuteRows(torch.autograd.Function):
 class FastDropout(nn.Module):
     """Dropout whose CPU mask costs about a third of ``nn.Dropout``'s: PyTorch's CPU generator
     is serial and draws one number per element, so this draws one 32-bit integer per two elements
-    and compares 15-bit halves against ``p`` (quantized to 1/32768). Same seeded generator, so
+    and compares 15-bit halves against ``p`` (quantized to 1/32768, so p < 1/65536 drops nothing;
+    the scale matches the quantized rate, keeping the mean). Same seeded generator, so
     runs stay reproducible; on other devices it is ``nn.functional.dropout``."""
 
     def __init__(self, p: float):

@@ -433,6 +433,7 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
+            "batch_order": BucketBatchSampler.ORDER_VERSION,
             "world_size": self.dist.world_size,
             "grad_accum_steps": self.accumulate,
             "epoch_totals": [self.totals.loss, self.totals.batches, self.totals.frames, self.totals.seconds,
@@ -450,11 +451,17 @@ class Trainer:
         return state
 
     def _restore(self, training: dict) -> None:
+        for group in training["optimizer"]["param_groups"]:  # checkpoints of older versions: unfused
+            group["fused"] = self.optimizer.param_groups[0].get("fused")  # (set before loading: it places "step")
         self.optimizer.load_state_dict(training["optimizer"])
         self.scheduler.load_state_dict(training["scheduler"])
         self.scaler.load_state_dict(training["scaler"])
         self.step, self.epoch = training["step"], training["epoch"]
         self.batch_in_epoch = training.get("batch_in_epoch", 0)  # absent in checkpoints of older versions
+        if self.batch_in_epoch and training.get("batch_order") != BucketBatchSampler.ORDER_VERSION:
+            log.warning("the checkpoint comes from an asr whose batches were ordered differently: the rest of "
+                        "epoch %d skips %d batches of the new order, so some utterances are seen twice in it and "
+                        "some not at all", self.epoch + 1, self.batch_in_epoch)
         world, accumulate = training.get("world_size", 1), training.get("grad_accum_steps", 1)
         if (world, accumulate) != (self.dist.world_size, self.accumulate):
             # the same place in the epoch's shared batch order, counted in this run's micro-batches

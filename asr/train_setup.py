@@ -33,6 +33,9 @@ def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype
         return torch.bfloat16 if cuda_bf16 else torch.float32
     if precision is Precision.fp16 and device.type != "cuda":
         raise ConfigError("trainer.precision='fp16': needs a CUDA device (use fp32 or bf16)")
+    if precision is Precision.bf16 and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        # oneDNN has no bfloat16 LSTM without the instructions (AVX-512 BF16 / AMX)
+        raise ConfigError("trainer.precision='bf16': this CPU has no bfloat16 instructions (use fp32)")
     return {Precision.fp32: torch.float32, Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}[precision]
 
 

@@ -53,3 +53,19 @@ def test_missing_manifest_is_named():
 def test_unknown_config_name():
     with pytest.raises(ConfigError, match="config 'nope' not found"):
         load_train_config(REQUIRED, config_name="nope")
+
+
+def test_precision_refuses_what_the_device_cannot_run():
+    import torch
+
+    from asr.train_setup import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == torch.float32 and resolve_precision("fp32", cpu) == torch.float32
+    with pytest.raises(ConfigError, match="trainer.precision='fp16': needs a CUDA device"):
+        resolve_precision("fp16", cpu)
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert resolve_precision("bf16", cpu) == torch.bfloat16
+    else:  # this development machine (Zen 3): oneDNN could not build its LSTM
+        with pytest.raises(ConfigError, match="trainer.precision='bf16': this CPU has no bfloat16 instructions"):
+            resolve_precision("bf16", cpu)

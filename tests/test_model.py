@@ -1,3 +1,4 @@
+import copy
 import shutil
 
 import pytest
@@ -116,10 +117,35 @@ def test_compiled_non_recurrent_parts_give_the_same_outputs_and_state_dict():
     compiled.load_state_dict(plain.state_dict())
     compiled.compile_non_recurrent()
     assert compiled.state_dict().keys() == plain.state_dict().keys()  # checkpoints unchanged
+    copied = copy.deepcopy(compiled)
     with torch.no_grad():
+        copied.classifier.weight.mul_(2)  # a copy scores with its own weights
         for lengths in ([37, 50, 11], [12, 9]):  # two shapes: the graphs are dynamic
             feats, n = batch(lengths)
             torch.testing.assert_close(compiled(feats, n)[0], plain(feats, n)[0], atol=1e-5, rtol=1e-5)
+        plain.classifier.weight.mul_(2)
+        torch.testing.assert_close(copied(feats, n)[0], plain(feats, n)[0], atol=1e-5, rtol=1e-5)
+
+
+CPU_BF16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # oneDNN's bf16 LSTM needs the instructions
+
+
+@pytest.mark.parametrize("packed", [pytest.param(False, marks=pytest.mark.skipif(not CPU_BF16, reason="no bf16 CPU")), True])
+def test_autocast_with_projection_and_layer_norm_between_layers(packed):
+    """Under autocast the recurrent outputs and the blocks between layers may come out in
+    different dtypes (a packed cuDNN LSTM gives float16, a LayerNorm float32)."""
+    model = AcousticModel(ModelConfig(num_layers=2, hidden_size=8, projection_size=6, norm=NormKind.layer), 20, 7)
+    model.packed = packed
+    feats, lengths = batch([30, 21])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        log_probs, _ = model(feats, lengths)
+    assert log_probs.dtype == torch.float32 and torch.isfinite(log_probs).all()
+
+
+def test_zero_frames_give_an_empty_output():
+    model = AcousticModel(ModelConfig(num_layers=2, hidden_size=8), 20, 7).eval()
+    log_probs, out_lengths = model(torch.zeros(2, 0, 20), torch.tensor([0, 0]))
+    assert log_probs.shape == (2, 0, 7) and out_lengths.tolist() == [0, 0]
 
 
 def test_fast_dropout_drops_at_rate_p_and_keeps_the_mean():

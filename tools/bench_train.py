@@ -146,6 +146,8 @@ def main() -> None:
     parser.add_argument("--no-reference", action="store_true", help="time asr's loop alone (large models)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model=ds2_5x1024")
     args = parser.parse_intermixed_args()  # overrides may follow options
+    if args.precision != "fp32" and not args.no_reference:
+        parser.error("--precision other than fp32 needs --no-reference (the reference loop runs in float32)")
     device, dtype = torch.device(args.device), DTYPES[args.precision]
     cfg = load_train_config(["data.train_manifest=x", "data.dev_manifest=x", *args.overrides], args.config_name)
     features, targets, tokenizer = load_features(args.manifest, cfg, args.utterances)
