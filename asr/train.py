@@ -312,10 +312,10 @@ class Trainer:
                    disable=None if self.dist.is_main else True, initial=self.batch_in_epoch,
                    total=self.batch_in_epoch + len(self.sampler))
         micro: list = []
-        ready, step_wait = time.perf_counter(), 0.0
+        ready = time.perf_counter()
         for batch in bar:
             waited = time.perf_counter() - ready
-            totals.data_wait, step_wait = totals.data_wait + waited, step_wait + waited
+            totals.data_wait, self.recent_wait = totals.data_wait + waited, self.recent_wait + waited
             report_skipped(batch, self.cfg.data.skip_bad, self.bad_utterances)
             micro.append(batch)
             if len(micro) < self.accumulate:
@@ -324,7 +324,7 @@ class Trainer:
             if self._should_stop():
                 return None
             loss = self._train_step(micro)
-            self._log_data_wait(step_wait)
+            self._log_data_wait()
             self.batch_in_epoch += len(micro)
             if loss is not None:
                 totals.loss, totals.batches = totals.loss + loss, totals.batches + 1
@@ -333,7 +333,7 @@ class Trainer:
             bar.set_postfix(loss=f"{totals.loss / max(1, totals.batches):.3f}", frames_s=f"{totals.frames / totals.seconds:.0f}",
                             wait=f"{totals.data_wait / totals.seconds:.0%}")
             micro = []
-            ready, step_wait = time.perf_counter(), 0.0
+            ready = time.perf_counter()
             if every and self.step % every == 0:
                 self._save_checkpoint()
         if self._should_stop() and self.batch_in_epoch < len(self.sampler.epoch_batches()):
@@ -361,7 +361,7 @@ class Trainer:
         """One optimizer step over ``grad_accum_steps`` micro-batches (on each rank); returns the
         loss (mean over micro-batches and ranks), or None when the step was skipped."""
         self.optimizer.zero_grad(set_to_none=True)
-        total = torch.zeros((), device=self.device)  # summed on the device: one host sync per step, not per micro-batch
+        total = torch.zeros((), device=self.device)  # summed on the device: read back once per step, not per micro-batch
         for i, batch in enumerate(micro):
             last = i == len(micro) - 1
             # gradients are exchanged between ranks once per step, on the last micro-batch
@@ -395,10 +395,9 @@ class Trainer:
             self.writer.add_scalar("train/grad_norm", float(grad_norm), self.step)
         return loss_value if finite else None
 
-    def _log_data_wait(self, seconds: float) -> None:
+    def _log_data_wait(self) -> None:
         """TensorBoard ``train/data_wait_ms``: the mean wait for batches per step over the last
         ``log_every`` steps (a loader that falls behind shows up here before the epoch ends)."""
-        self.recent_wait += seconds
         if self.step % self.cfg.trainer.log_every == 0:
             self.writer.add_scalar("train/data_wait_ms", 1000 * self.recent_wait / self.cfg.trainer.log_every, self.step)
             self.recent_wait = 0.0

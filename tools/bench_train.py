@@ -15,8 +15,9 @@ and runs one multi-layer ``nn.LSTM`` over the padding, without dropout or clippi
 
 Shared machines drift by tens of percent from minute to minute, so the loops alternate: each of
 ``--rounds`` rounds runs ``--steps`` steps of one, then of the other, and the table gives each
-round and the medians. Roofline: training FLOPs per second (6 x the weights used per output
-frame, on useful frames only) against the best float32 (or --precision) matmul rate measured on
+round and the medians. Roofline: training FLOPs per second on useful frames only (counted as
+tools/estimate_gpu_hours.py counts them: 3 x the forward pass, 2 FLOPs per weight per output
+frame, the conv front end per position) against the best float32 (or --precision) matmul rate measured on
 the same device in the same run.
 """
 
@@ -40,6 +41,7 @@ from asr.data import BucketBatchSampler, Example, SpeechDataset, collate, read_m
 from asr.features import FeatureExtractor, feature_stats  # noqa: E402
 from asr.model import AcousticModel, ctc_loss  # noqa: E402
 from asr.tokenizer import train_tokenizer  # noqa: E402
+from estimate_gpu_hours import model_flops_per_second  # noqa: E402
 from reference_train_loop import PlainBiLSTM, plain_steps  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -171,7 +173,7 @@ def main() -> None:
 
 def report(args, cfg, ours: AsrLoop, batch_size: int, utterances: int, rates, step_seconds, peak: float) -> None:
     params = ours.model.num_parameters()
-    flops_per_frame = 6 * params / cfg.model.subsampling_factor  # per 10 ms input frame, training
+    flops_per_frame = model_flops_per_second(ours.model, cfg.features.hop_ms)[1] * cfg.features.hop_ms / 1000
     device = args.device if args.device != "cpu" else f"cpu ({platform.processor() or platform.machine()})"
     if args.device.startswith("cuda"):
         device = f"{args.device} ({torch.cuda.get_device_name(torch.device(args.device))})"

@@ -22,18 +22,23 @@ from asr.config import load_train_config
 from asr.model import AcousticModel, Subsampling
 
 
+def model_flops_per_second(model: AcousticModel, hop_ms: float) -> tuple[float, float]:
+    """(forward, training) FLOPs of ``model`` per second of audio at ``hop_ms`` feature frames."""
+    frames_out = 1000.0 / hop_ms / model.cfg.subsampling_factor
+    conv = sum(p.numel() for n, p in model.named_parameters() if n.startswith("subsample."))
+    forward = 2 * (model.num_parameters() - conv) * frames_out
+    if model.cfg.subsampling is Subsampling.conv:
+        # each conv weight is applied at every output position: time x (frequency / 2)
+        forward += 2 * conv * frames_out * math.ceil(model.input_dim / 2)
+    return forward, 3 * forward
+
+
 def training_flops_per_second(config_name: str, overrides: list[str]) -> tuple[int, float, float]:
     """(parameters, forward FLOPs per audio second, training FLOPs per audio second)."""
     cfg = load_train_config(["data.train_manifest=x", "data.dev_manifest=x", *overrides], config_name)
     with torch.device("meta"):
         model = AcousticModel(cfg.model, cfg.features.n_mels, vocab_size=128)
-    frames_out = 1000.0 / cfg.features.hop_ms / cfg.model.subsampling_factor
-    conv = sum(p.numel() for n, p in model.named_parameters() if n.startswith("subsample."))
-    forward = 2 * (model.num_parameters() - conv) * frames_out
-    if cfg.model.subsampling is Subsampling.conv:
-        # each conv weight is applied at every output position: time x (frequency / 2)
-        forward += 2 * conv * frames_out * math.ceil(cfg.features.n_mels / 2)
-    return model.num_parameters(), forward, 3 * forward
+    return model.num_parameters(), *model_flops_per_second(model, cfg.features.hop_ms)
 
 
 def main() -> None:
