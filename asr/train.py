@@ -16,7 +16,6 @@ import random
 import signal
 import threading
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,10 +30,11 @@ from asr.config import OptimizerKind, TrainConfig, to_yaml
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest, report_skipped
 from asr.errors import AudioError, TrainingError
 from asr.features import FeatureExtractor, feature_stats
-from asr.model import AcousticModel, ctc_loss
+from asr.model import AcousticModel
 from asr.tokenizer import Tokenizer, tokenizer_from_dict, train_tokenizer
 from asr.decoding import build_decoder
-from asr.distributed import Distributed, any_rank, cleanup, from_main, init_distributed, mean_over_ranks
+from asr.distributed import Distributed, any_rank, cleanup, from_main, init_distributed
+from asr.train_step import train_step
 from asr.train_setup import Silent, attach_file_log, ignore_sigint, lr_factor, open_step_log, resolve_device, resolve_precision
 from asr.transcribe import recognize_dataset
 
@@ -232,11 +232,6 @@ class Trainer:
             worker_init_fn=ignore_sigint if workers else None,
         )
 
-    def _autocast(self):
-        if self.amp_dtype == torch.float32:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
     def run(self) -> Path:
         """Train to the end (or early stop), then return the best model's path. On SIGINT the
         current step is finished, a checkpoint saved, and KeyboardInterrupt raised."""
@@ -358,42 +353,23 @@ class Trainer:
         return 0 < self.cfg.trainer.max_steps <= self.step
 
     def _train_step(self, micro: list) -> float | None:
-        """One optimizer step over ``grad_accum_steps`` micro-batches (on each rank); returns the
-        loss (mean over micro-batches and ranks), or None when the step was skipped."""
-        self.optimizer.zero_grad(set_to_none=True)
-        total = torch.zeros((), device=self.device)  # summed on the device: read back once per step, not per micro-batch
-        for i, batch in enumerate(micro):
-            last = i == len(micro) - 1
-            # gradients are exchanged between ranks once per step, on the last micro-batch
-            with nullcontext() if last or not self.dist.enabled else self.train_model.no_sync():
-                if batch.indices:
-                    features = batch.features.to(self.device, non_blocking=True)
-                    with self._autocast():
-                        log_probs, out_lengths = self.train_model(features, batch.lengths)
-                    loss = ctc_loss(log_probs, out_lengths, batch.targets.to(self.device, non_blocking=True),
-                                    batch.target_lengths.to(self.device, non_blocking=True)) / len(micro)
-                else:  # every utterance unusable: a zero loss keeps the ranks' backward passes in step
-                    loss = sum(p.sum() for p in self.model.parameters()) * 0.0
-                self.scaler.scale(loss).backward()
-            total += loss.detach().float()
-        self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad_norm)
-        loss_value = mean_over_ranks(float(total), self.dist)
-        finite = math.isfinite(loss_value) and bool(torch.isfinite(grad_norm))
-        if finite or self.scaler.is_enabled():
-            self.scaler.step(self.optimizer)  # the scaler itself skips non-finite fp16 steps
-            self.scaler.update()
-        else:
+        """One optimizer step over ``grad_accum_steps`` micro-batches (on each rank), then the
+        schedule and logs; returns the loss (mean over micro-batches and ranks), or None when the
+        step was skipped."""
+        outcome = train_step(self.model, self.train_model, self.optimizer, self.scaler, micro,
+                             self.amp_dtype, self.cfg.optim.clip_grad_norm, self.dist)
+        if not outcome.finite and not self.scaler.is_enabled():
             self._count_nonfinite()
-        self.nonfinite_in_row = 0 if finite else self.nonfinite_in_row
+        self.nonfinite_in_row = 0 if outcome.finite else self.nonfinite_in_row
         self.scheduler.step()
         self.step += 1
-        self.step_log.write(f"{self.step}\t{loss_value!r}\t{self.scheduler.get_last_lr()[0]!r}\n")
+        lr = self.scheduler.get_last_lr()[0]
+        self.step_log.write(f"{self.step}\t{outcome.loss!r}\t{lr!r}\n")
         if self.step % self.cfg.trainer.log_every == 0:
-            self.writer.add_scalar("train/loss", loss_value, self.step)
-            self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
-            self.writer.add_scalar("train/grad_norm", float(grad_norm), self.step)
-        return loss_value if finite else None
+            self.writer.add_scalar("train/loss", outcome.loss, self.step)
+            self.writer.add_scalar("train/lr", lr, self.step)
+            self.writer.add_scalar("train/grad_norm", outcome.grad_norm, self.step)
+        return outcome.loss if outcome.finite else None
 
     def _log_data_wait(self) -> None:
         """TensorBoard ``train/data_wait_ms``: the mean wait for batches per step over the last

@@ -7,11 +7,12 @@ machine's matmul roofline, side by side in one run.
 Both loops train the same model dimensions on the same precomputed features (feature extraction
 is out of the measurement: it runs in loader workers during real training). Reported per loop:
 useful frames per second (10 ms feature frames of real audio, padding not counted), the padded
-share of the frames computed, and seconds per step. asr's loop is what ``asr train`` runs:
-jittered length buckets capped by padded frames, each recurrent direction on the padded batch
-(the backward one reversed within each length), dropout, gradient clipping, fused AdamW. The
-reference (tools/reference_train_loop.py) takes random fixed-size batches of the same mean size
-and runs one multi-layer ``nn.LSTM`` over the padding, without dropout or clipping.
+share of the frames computed, and seconds per step. asr's loop is the step ``asr train`` runs
+(``asr.train_step.train_step``) on the batches its sampler cuts: jittered length buckets capped
+by padded frames, each recurrent direction on the padded batch (the backward one reversed within
+each length), dropout, gradient clipping, fused AdamW. The reference
+(tools/reference_train_loop.py) takes random fixed-size batches of the same mean size and runs
+one multi-layer ``nn.LSTM`` over the padding, without dropout or clipping.
 
 Shared machines drift by tens of percent from minute to minute, so the loops alternate: each of
 ``--rounds`` rounds runs ``--steps`` steps of one, then of the other, and the table gives each
@@ -28,7 +29,6 @@ import platform
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -39,8 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from asr.config import load_train_config  # noqa: E402
 from asr.data import BucketBatchSampler, Example, SpeechDataset, collate, read_manifest  # noqa: E402
 from asr.features import FeatureExtractor, feature_stats  # noqa: E402
-from asr.model import AcousticModel, ctc_loss  # noqa: E402
+from asr.model import AcousticModel  # noqa: E402
 from asr.tokenizer import train_tokenizer  # noqa: E402
+from asr.train_step import train_step  # noqa: E402
 from estimate_gpu_hours import model_flops_per_second  # noqa: E402
 from reference_train_loop import PlainBiLSTM, plain_steps  # noqa: E402
 
@@ -83,9 +84,10 @@ class AsrLoop:
 
     def __init__(self, cfg, features, targets, vocab: int, device: torch.device, dtype: torch.dtype):
         torch.manual_seed(0)
-        self.device, self.dtype = device, dtype
+        self.device, self.dtype, self.clip = device, dtype, cfg.optim.clip_grad_norm
         self.model = AcousticModel(cfg.model, features[0].shape[1], vocab).to(device).train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, fused=True)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         sampler = BucketBatchSampler([f.shape[0] for f in features], cfg.data.max_frames_per_batch,
                                      cfg.data.num_buckets, True, 0, cfg.data.length_jitter)
         self.batches = [collate([Example(features[i], targets[i], i) for i in b]) for b in sampler.batches(0)]
@@ -101,15 +103,7 @@ class AsrLoop:
         for _ in range(steps):
             batch = self.batches[self.next % len(self.batches)]
             self.next += 1
-            features = batch.features.to(self.device, non_blocking=True)
-            autocast = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32 else nullcontext()
-            with autocast:
-                log_probs, out_lengths = self.model(features, batch.lengths)
-            loss = ctc_loss(log_probs, out_lengths, batch.targets.to(self.device), batch.target_lengths.to(self.device))
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
-            self.optimizer.step()
+            train_step(self.model, self.model, self.optimizer, self.scaler, [batch], self.dtype, self.clip)
             useful += batch.num_frames
         synchronize(self.device)
         return useful, time.perf_counter() - start

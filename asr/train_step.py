@@ -1,0 +1,69 @@
+"""One optimizer step of CTC training: the step ``asr train`` runs, as a plain function, so that
+tools/bench_train.py times exactly this step rather than a copy of it."""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from asr.data import Batch
+from asr.distributed import Distributed, mean_over_ranks
+from asr.model import ctc_loss
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    loss: float  # mean over micro-batches and ranks
+    grad_norm: float  # before clipping
+    finite: bool  # loss and gradient finite; if not, the optimizer was left alone (fp16: the scaler decides)
+
+
+def train_step(
+    model: nn.Module,
+    train_model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    micro: Sequence[Batch],
+    amp_dtype: torch.dtype = torch.float32,
+    clip_grad_norm: float = 5.0,
+    dist: Distributed = Distributed(),
+) -> StepOutcome:
+    """Forward, CTC loss and backward over the ``micro``-batches (gradients accumulate; with
+    several ranks they are exchanged once, on the last micro-batch), then gradient clipping and
+    the optimizer step, skipped when the loss or gradient is not finite.
+
+    ``model`` holds the parameters; ``train_model`` is what the batches go through (``model``
+    itself, or its DistributedDataParallel wrapper). The loss and gradient norm are read back to
+    the host together, once per step.
+    """
+    device = next(model.parameters()).device
+    optimizer.zero_grad(set_to_none=True)
+    total = torch.zeros((), device=device)  # summed on the device, not read per micro-batch
+    for i, batch in enumerate(micro):
+        last = i == len(micro) - 1
+        with nullcontext() if last or not dist.enabled else train_model.no_sync():
+            if batch.indices:
+                features = batch.features.to(device, non_blocking=True)
+                autocast = nullcontext() if amp_dtype == torch.float32 else torch.autocast(device.type, dtype=amp_dtype)
+                with autocast:
+                    log_probs, out_lengths = train_model(features, batch.lengths)
+                loss = ctc_loss(log_probs, out_lengths, batch.targets.to(device, non_blocking=True),
+                                batch.target_lengths.to(device, non_blocking=True)) / len(micro)
+            else:  # every utterance unusable: a zero loss keeps the ranks' backward passes in step
+                loss = sum(p.sum() for p in model.parameters()) * 0.0
+            scaler.scale(loss).backward()
+        total += loss.detach().float()
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    loss_value, norm_value = torch.stack([total, grad_norm.float().to(device)]).tolist()
+    loss_value = mean_over_ranks(loss_value, dist)
+    finite = math.isfinite(loss_value) and math.isfinite(norm_value)
+    if finite or scaler.is_enabled():
+        scaler.step(optimizer)  # the scaler itself skips non-finite fp16 steps
+        scaler.update()
+    return StepOutcome(loss_value, norm_value, finite)
