@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -12,7 +13,8 @@ import pytest
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# the real corpora beside the checkout; ASR_SHARED_DATA points elsewhere (e.g. a copy carried to a GPU machine)
+SHARED_DATA = Path(os.environ.get("ASR_SHARED_DATA", ROOT.parent / "shared" / "data"))
 YESNO = SHARED_DATA / "yesno"
 FSDD = SHARED_DATA / "fsdd"
 
