@@ -17,6 +17,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 KIT=.gpu_kit
+PY=python3 && [ -x .venv/bin/python ] && PY=.venv/bin/python  # here: the project's environment
 BINARY_WHEELS="soundfile cffi"  # built for the GPU machine's platform and Python (3.12)
 PURE_WHEELS="pycparser hydra-core omegaconf antlr4-python3-runtime"  # any Python (antlr4 4.9 is an sdist: built here)
 
@@ -25,15 +26,15 @@ prepare() {
   [ -f "$synth/train.jsonl" ] || { echo "no synth corpus at $synth (bash recipes/synth/run.sh --stop-stage 0)" >&2; exit 1; }
   [ -f "$model" ] || { echo "no trained model at $model" >&2; exit 1; }
   rm -rf "$KIT" && mkdir -p "$KIT/whl"
-  pin() { for name in "$@"; do echo "$name==$(python -m pip show "$name" | sed -n 's/^Version: //p')"; done; }
+  pin() { for name in "$@"; do echo "$name==$($PY -m pip show "$name" | sed -n 's/^Version: //p')"; done; }
   # shellcheck disable=SC2046  # one pin per word
-  python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$KIT/whl" $(pin $BINARY_WHEELS) || exit 1
   # shellcheck disable=SC2046
-  python -m pip wheel -q --no-deps -w "$KIT/whl" $(pin $PURE_WHEELS) || exit 1
+  $PY -m pip wheel -q --no-deps -w "$KIT/whl" $(pin $PURE_WHEELS) || exit 1
   cp "$model" "$KIT/model.pt"
-  python - "$synth" "$KIT" <<'EOF' || exit 1
+  $PY - "$synth" "$KIT" <<'EOF' || exit 1
 import json, shutil, sys
 from pathlib import Path
 import soundfile as sf
