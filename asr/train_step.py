@@ -13,7 +13,7 @@ from torch import nn
 
 from asr.data import Batch
 from asr.distributed import Distributed, mean_over_ranks
-from asr.model import ctc_loss
+from asr.model import AcousticModel, ctc_loss
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class StepOutcome:
 
 
 def train_step(
-    model: nn.Module,
+    model: AcousticModel,
     train_model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
@@ -54,8 +54,8 @@ def train_step(
                     log_probs, out_lengths = train_model(features, batch.lengths)
                 loss = ctc_loss(log_probs, out_lengths, batch.targets.to(device, non_blocking=True),
                                 batch.target_lengths.to(device, non_blocking=True)) / len(micro)
-            else:  # every utterance unusable: a zero loss keeps the ranks' backward passes in step
-                loss = sum(p.sum() for p in model.parameters()) * 0.0
+            else:  # every utterance unusable
+                loss = _zero_loss(model, train_model, device)
             scaler.scale(loss).backward()
         total += loss.detach().float()
     scaler.unscale_(optimizer)
@@ -67,3 +67,20 @@ def train_step(
         scaler.step(optimizer)  # the scaler itself skips non-finite fp16 steps
         scaler.update()
     return StepOutcome(loss_value, norm_value, finite)
+
+
+def _zero_loss(model: AcousticModel, train_model: nn.Module, device: torch.device) -> torch.Tensor:
+    """A zero loss that still goes through ``train_model``: with several ranks its backward pass
+    must run DDP's gradient exchange like the other ranks' do (a loss made from the parameters
+    alone would skip it, and the ranks' collectives would fall out of step). The model runs in
+    evaluation mode on two output frames of silence, so batch-norm statistics stay untouched."""
+    frames = 1
+    while int(model.output_lengths(torch.tensor([frames]))) < 2:
+        frames += 1
+    was_training = model.training
+    model.eval()
+    try:
+        log_probs, _ = train_model(torch.zeros(1, frames, model.input_dim, device=device), torch.tensor([frames]))
+    finally:
+        model.train(was_training)
+    return log_probs.sum() * 0.0
