@@ -11,10 +11,14 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from asr.checkpoint import load_checkpoint, load_latest_training_checkpoint
+from asr.errors import TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,30 @@ def from_main(value: Any, info: Distributed) -> Any:
     holder = [value]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def check_same_on_all_ranks(value: Any, what: str, info: Distributed) -> None:
+    """Raise the same TrainingError on every rank when the ranks' ``value`` differ (e.g. a
+    manifest whose audio one node cannot see): ranks that disagree would otherwise fall out of
+    step in their collectives and hang until the timeout."""
+    if not info.enabled:
+        return
+    values: list[Any] = [None] * info.world_size
+    dist.all_gather_object(values, value)
+    other = next((rank for rank, v in enumerate(values) if v != values[0]), None)
+    if other is not None:
+        raise TrainingError(f"the processes disagree on {what} (rank 0: {values[0]}, rank {other}: {values[other]}): "
+                            "do all nodes see the same files?")
+
+
+def latest_checkpoint_on_all_ranks(directory: Path, info: Distributed) -> tuple[Path, dict] | None:
+    """The checkpoint to resume from, chosen by rank 0 (the newest that loads) and loaded by every
+    rank, so all resume from the same step even if a node's view of ``directory`` lags."""
+    found = load_latest_training_checkpoint(directory) if info.is_main else None
+    path = from_main(str(found[0]) if found else None, info)
+    if found or path is None:
+        return found
+    return Path(path), load_checkpoint(path)
 
 
 def cleanup(info: Distributed) -> None:

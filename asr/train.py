@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from asr.checkpoint import inference_state, load_latest_training_checkpoint, save_checkpoint
+from asr.checkpoint import inference_state, save_checkpoint
 from asr.config import OptimizerKind, TrainConfig, to_yaml
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest, report_skipped
 from asr.errors import AudioError, TrainingError
@@ -33,9 +33,14 @@ from asr.features import FeatureExtractor, feature_stats
 from asr.model import AcousticModel
 from asr.tokenizer import Tokenizer, tokenizer_from_dict, train_tokenizer
 from asr.decoding import build_decoder
-from asr.distributed import Distributed, any_rank, cleanup, from_main, init_distributed
+from asr.distributed import (
+    Distributed, any_rank, check_same_on_all_ranks, cleanup, from_main, init_distributed, latest_checkpoint_on_all_ranks,
+)
 from asr.train_step import train_step
-from asr.train_setup import Silent, attach_file_log, ignore_sigint, lr_factor, open_step_log, resolve_device, resolve_precision
+from asr.train_setup import (
+    Silent, attach_file_log, ignore_sigint, lr_factor, open_step_log, resolve_device, resolve_precision, restore_rng_state,
+    rng_state,
+)
 from asr.transcribe import recognize_dataset
 
 log = logging.getLogger(__name__)
@@ -94,7 +99,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, out_dir: Path, info: Distributed = Distributed()):
         self.cfg, self.out_dir, self.dist = cfg, out_dir, info
         self.accumulate = cfg.trainer.grad_accum_steps
-        self.device = resolve_device(cfg.trainer.device, info.local_rank)
+        self.device = resolve_device(cfg.trainer.device, info.local_rank, info.world_size)
         self.amp_dtype = resolve_precision(cfg.trainer.precision, self.device)
         if cfg.trainer.num_threads:
             torch.set_num_threads(cfg.trainer.num_threads)
@@ -102,7 +107,7 @@ class Trainer:
         torch.manual_seed(cfg.trainer.seed)
         self.bad_lines: list[str] = []  # manifest lines skipped (data.skip_bad)
         self.bad_utterances: set[int] = set()  # training utterances whose audio was unusable
-        found = load_latest_training_checkpoint(out_dir / CHECKPOINT_DIR) if cfg.trainer.resume else None
+        found = latest_checkpoint_on_all_ranks(out_dir / CHECKPOINT_DIR, info) if cfg.trainer.resume else None
         resume_path, resume = found if found else (None, None)
 
         train_utts = self._read(cfg.data.train_manifest, "train", drop_long=True)
@@ -120,6 +125,8 @@ class Trainer:
             torch.manual_seed(cfg.trainer.seed + 7919 * info.rank)  # a different dropout stream per rank
         log.info("model: %s parameters, vocabulary %d (blank included)", f"{self.model.num_parameters():,}", self.tokenizer.vocab_size)
         train_utts = self._drop_infeasible(train_utts)
+        check_same_on_all_ranks((len(train_utts), round(sum(u.duration for u in train_utts), 3), len(dev_utts)),
+                                "the training and dev utterances (count, seconds, dev count)", info)
 
         self.train_set = SpeechDataset(train_utts, self.extractor, self.tokenizer, cfg.augment, cfg.trainer.seed)
         self.dev_set = SpeechDataset(dev_utts, self.extractor, self.tokenizer)
@@ -131,6 +138,11 @@ class Trainer:
         if info.enabled or self.accumulate > 1:
             self.sampler.set_shard(info.rank, info.world_size, self.accumulate)
         self.total_steps = cfg.trainer.epochs * (len(self.sampler) // self.accumulate)
+        if self.total_steps == 0:
+            raise TrainingError(
+                f"{len(self.sampler.batches(0))} training batch(es) per epoch (data.max_frames_per_batch="
+                f"{cfg.data.max_frames_per_batch}), fewer than one optimizer step takes: {info.world_size} process(es) x "
+                f"trainer.grad_accum_steps={self.accumulate}; use smaller batches or fewer processes")
         self.optimizer = self._optimizer()
         o = cfg.optim
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -331,8 +343,12 @@ class Trainer:
             ready = time.perf_counter()
             if every and self.step % every == 0:
                 self._save_checkpoint()
-        if self._should_stop() and self.batch_in_epoch < len(self.sampler.epoch_batches()):
-            return None
+        stop = self._should_stop()
+        if self.stop_requested or (stop and self.batch_in_epoch < len(self.sampler.epoch_batches())):
+            return None  # Ctrl-C after the last step too: checkpoint at once, score dev after resuming
+        # checkpointed before scoring dev, which can take long: torchrun kills its workers 30 s after a
+        # Ctrl-C, and a resume from here goes straight to scoring (the same file is rewritten after it)
+        self._save_checkpoint()
         dev = None
         if self.dist.is_main:  # rank 0 scores dev; every rank takes the same decisions from it
             dev = recognize_dataset(
@@ -420,8 +436,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            **rng_state(self.device),
         }
         return state
 
@@ -445,12 +460,13 @@ class Trainer:
             log.warning("resuming %d process(es) x %d accumulation from a run of %d x %d: same position in the "
                         "epoch, no longer bit-identical to an uninterrupted run", self.dist.world_size,
                         self.accumulate, world, accumulate)
+            if world * accumulate != self.dist.world_size * self.accumulate:
+                keep = world * accumulate / self.dist.world_size
+                log.warning("the global batch changes from %d to %d batches per step, and with it the steps per epoch "
+                            "and the learning-rate schedule%s", world * accumulate, self.dist.world_size * self.accumulate,
+                            f" (trainer.grad_accum_steps={keep:.0f} keeps it)" if keep == int(keep) else "")
         self.totals = EpochTotals(*training.get("epoch_totals", ()))
         self.nonfinite_in_row = training.get("nonfinite_in_row", 0)
         self.best, self.bad_epochs = tuple(training["best"]), training["bad_epochs"]
         self.skipped_steps = training["skipped_steps"]
-        torch.set_rng_state(training["torch_rng"])
-        if self.dist.rank:  # the checkpoint holds rank 0's stream; the others derive theirs
-            torch.manual_seed(self.cfg.trainer.seed + 7919 * self.dist.rank + self.step)
-        if training["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(training["cuda_rng"])
+        restore_rng_state(training, self.device, self.dist.rank, self.cfg.trainer.seed, self.step)

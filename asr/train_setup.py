@@ -14,7 +14,10 @@ from asr.config import DecayKind, Precision
 from asr.errors import ConfigError
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0, world_size: int = 1) -> torch.device:
+    if world_size > 1 and name.startswith("cuda:"):
+        raise ConfigError(f"trainer.device={name!r}: with several processes each takes the GPU of its LOCAL_RANK; "
+                          "use trainer.device=cuda (and CUDA_VISIBLE_DEVICES to choose the GPUs)")
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     if name == "cuda":  # one GPU per process under torchrun
@@ -86,3 +89,23 @@ def attach_file_log(path: Path) -> logging.Handler:
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
     return handler
+
+
+def rng_state(device: torch.device) -> dict:
+    """The random state to checkpoint: the CPU generator's and this process's GPU generator's."""
+    return {"torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def restore_rng_state(training: dict, device: torch.device, rank: int, seed: int, step: int) -> None:
+    """Continue rank 0's random streams from the checkpoint; the other ranks derive theirs from
+    the seed, their rank and the step (each rank has its own dropout masks). Checkpoints of
+    older versions hold a list with every visible GPU's state (or an empty one)."""
+    torch.set_rng_state(training["torch_rng"])
+    cuda = training.get("cuda_rng")
+    if isinstance(cuda, list):
+        cuda = cuda[device.index or 0] if device.type == "cuda" and len(cuda) > (device.index or 0) else None
+    if cuda is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)
+    if rank:
+        torch.manual_seed(seed + 7919 * rank + step)  # CPU and every GPU generator

@@ -72,15 +72,18 @@ def train_step(
 def _zero_loss(model: AcousticModel, train_model: nn.Module, device: torch.device) -> torch.Tensor:
     """A zero loss that still goes through ``train_model``: with several ranks its backward pass
     must run DDP's gradient exchange like the other ranks' do (a loss made from the parameters
-    alone would skip it, and the ranks' collectives would fall out of step). The model runs in
-    evaluation mode on two output frames of silence, so batch-norm statistics stay untouched."""
+    alone would skip it, and the ranks' collectives would fall out of step). Two output frames
+    of silence, in training mode (cuDNN has no backward pass for an evaluating RNN) but with
+    batch norm evaluating, so its running statistics stay untouched."""
     frames = 1
     while int(model.output_lengths(torch.tensor([frames]))) < 2:
         frames += 1
-    was_training = model.training
-    model.eval()
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for norm in norms:
+        norm.eval()
     try:
         log_probs, _ = train_model(torch.zeros(1, frames, model.input_dim, device=device), torch.tensor([frames]))
     finally:
-        model.train(was_training)
+        for norm in norms:
+            norm.train()
     return log_probs.sum() * 0.0

@@ -69,3 +69,11 @@ def test_precision_refuses_what_the_device_cannot_run():
     else:  # this development machine (Zen 3): oneDNN could not build its LSTM
         with pytest.raises(ConfigError, match="trainer.precision='bf16': this CPU has no bfloat16 instructions"):
             resolve_precision("bf16", cpu)
+
+
+def test_a_numbered_gpu_is_refused_under_torchrun():
+    from asr.train_setup import resolve_device
+
+    with pytest.raises(ConfigError, match="trainer.device='cuda:1': with several processes each takes the GPU of its LOCAL_RANK"):
+        resolve_device("cuda:1", local_rank=0, world_size=2)
+    assert resolve_device("cpu", local_rank=1, world_size=2).type == "cpu"

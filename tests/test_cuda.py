@@ -58,6 +58,14 @@ def test_autocast_training_steps_lower_the_loss(dtype):
     assert outcomes[-1].loss < 0.5 * outcomes[0].loss
 
 
+def test_a_batch_whose_utterances_were_all_skipped_steps_on_the_gpu():
+    """The zero-loss pass runs cuDNN in training mode (it has no backward for an evaluating RNN)."""
+    model = AcousticModel(ModelConfig(num_layers=2, hidden_size=32, norm=NormKind.batch), 40, 12).cuda().train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    outcome = train_step(model, model, optimizer, torch.amp.GradScaler("cuda", enabled=False), [collate([])])
+    assert outcome.finite and outcome.loss == 0.0
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_asr_train_on_gpu_then_transcribe_on_gpu_and_cpu(yesno_dir, tmp_path, precision):
     """A tiny model overfits 8 real recordings on the GPU with autocast and a loader worker

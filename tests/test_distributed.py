@@ -74,3 +74,46 @@ def test_resume_with_a_different_world_size(manifest, one_process_accumulating, 
     assert losses(out) == pytest.approx(losses(one_process_accumulating), rel=1e-5)
     for name, tensor in weights(one_process_accumulating).items():
         torch.testing.assert_close(weights(out)[name], tensor, rtol=1e-4, atol=1e-5)
+
+
+def test_resuming_with_a_smaller_global_batch_says_how_to_keep_it(manifest, tmp_path):  # noqa: F811
+    out = tmp_path / "smaller"
+    first = train(overrides(manifest, out, **{"trainer.max_steps": "2", "trainer.grad_accum_steps": "2"}))
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = train(overrides(manifest, out, resume=True, **{"trainer.max_steps": "3"}))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "the global batch changes from 2 to 1 batches per step" in second.stderr
+    assert "(trainer.grad_accum_steps=2 keeps it)" in second.stderr
+
+
+def test_more_batches_per_step_than_an_epoch_has_is_a_one_line_error(manifest, tmp_path):  # noqa: F811
+    done = train(overrides(manifest, tmp_path / "too-many", **{"trainer.grad_accum_steps": "50"}))
+    errors = [line for line in done.stderr.splitlines() if line.startswith("asr: error:")]
+    assert done.returncode == 2 and len(errors) == 1, done.stderr[-2000:]
+    assert "fewer than one optimizer step takes: 1 process(es) x trainer.grad_accum_steps=50" in errors[0]
+
+
+def _rank_with_its_own_view(rank: int, init_file: str, results: str) -> None:
+    """Two gloo ranks that see different numbers of training utterances."""
+    from datetime import timedelta
+
+    from asr.distributed import Distributed, check_same_on_all_ranks
+    from asr.errors import TrainingError
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2,
+                                         timeout=timedelta(seconds=60))
+    try:
+        check_same_on_all_ranks((8, 1.5) if rank == 0 else (7, 1.25), "the training utterances", Distributed(rank, 2))
+        message = "no error"
+    except TrainingError as exc:
+        message = str(exc)
+    Path(results, f"{rank}.txt").write_text(message)
+    check_same_on_all_ranks((3, 0.5), "the same thing", Distributed(rank, 2))  # agreeing ranks pass
+    torch.distributed.destroy_process_group()
+
+
+def test_ranks_that_see_different_data_stop_with_the_same_clear_error(tmp_path):
+    torch.multiprocessing.spawn(_rank_with_its_own_view, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    messages = {(tmp_path / f"{rank}.txt").read_text() for rank in range(2)}
+    assert messages == {"the processes disagree on the training utterances (rank 0: (8, 1.5), rank 1: (7, 1.25)): "
+                        "do all nodes see the same files?"}
