@@ -385,7 +385,8 @@ class CudaBeamSearchDecoder:
 
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Hypothesis]]:
         results = self.decoder(log_probs.float().contiguous(), lengths.to(log_probs.device, torch.int32))
-        return [[Hypothesis(tuple(h.tokens), (), float(h.score)) for h in row] for row in results]
+        # torchaudio 2.11 gives each hypothesis's tokens as a tensor: plain ints for the tokenizers
+        return [[Hypothesis(tuple(torch.as_tensor(h.tokens).tolist()), (), float(h.score)) for h in row] for row in results]
 
 
 def build_decoder(

@@ -207,7 +207,8 @@ class StreamingRecognizer:
         events = []
         if self.inputs and (self.speech_samples or self.last_text):  # the VAD may miss quiet speech
             frames = self._final_log_probs()
-            nbest = self.recognizer.decoder(frames.unsqueeze(0), torch.tensor([frames.shape[0]]))[0]
+            # on the model's device: the recognizer's decoder may be the GPU beam search
+            nbest = self.recognizer.decoder(frames.unsqueeze(0).to(self._device), torch.tensor([frames.shape[0]]))[0]
             text = self.recognizer.tokenizer.decode(nbest[0].tokens).strip() if nbest else ""
             if text or self.last_text:
                 events.append(StreamEvent("final", text, self.segment_start / self.rate, self.samples_seen / self.rate))

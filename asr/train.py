@@ -38,7 +38,7 @@ from asr.distributed import (
 )
 from asr.train_step import train_step
 from asr.train_setup import (
-    Silent, attach_file_log, ignore_sigint, lr_factor, open_step_log, resolve_device, resolve_precision, restore_rng_state,
+    Silent, attach_file_log, grad_scaler, ignore_sigint, lr_factor, open_step_log, resolve_device, resolve_precision, restore_rng_state,
     rng_state,
 )
 from asr.transcribe import recognize_dataset
@@ -148,7 +148,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.total_steps, o.warmup_steps, o.decay, o.min_lr_ratio)
         )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.scaler = grad_scaler(self.device, self.amp_dtype)
         self.step, self.epoch, self.best, self.bad_epochs, self.skipped_steps = 0, 0, (math.inf, math.inf), 0, 0
         self.batch_in_epoch, self.totals, self.nonfinite_in_row = 0, EpochTotals(), 0
         self.stop_requested = False
@@ -445,7 +445,8 @@ class Trainer:
             group["fused"] = self.optimizer.param_groups[0].get("fused")  # (set before loading: it places "step")
         self.optimizer.load_state_dict(training["optimizer"])
         self.scheduler.load_state_dict(training["scheduler"])
-        self.scaler.load_state_dict(training["scaler"])
+        if training["scaler"]:  # empty from a run without loss scaling (e.g. bf16 before it was scaled)
+            self.scaler.load_state_dict(training["scaler"])
         self.step, self.epoch = training["step"], training["epoch"]
         self.batch_in_epoch = training.get("batch_in_epoch", 0)  # absent in checkpoints of older versions
         if self.batch_in_epoch and training.get("batch_order") != BucketBatchSampler.ORDER_VERSION:

@@ -42,6 +42,13 @@ def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype
     return {Precision.fp32: torch.float32, Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}[precision]
 
 
+def grad_scaler(device: torch.device, amp_dtype: torch.dtype) -> torch.amp.GradScaler:
+    """Loss scaling for any autocast on a GPU, bf16 included: PyTorch's autocast wrapper for cuDNN
+    RNNs casts to float16 whatever the autocast dtype (aten/src/ATen/cudnn/AutocastRNN.cpp), so
+    the recurrent layers' gradients are float16 under bf16 too and can underflow unscaled."""
+    return torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and amp_dtype != torch.float32)
+
+
 def lr_factor(step: int, total_steps: int, warmup: int, decay: DecayKind, min_ratio: float) -> float:
     """Linear warmup to 1, then cosine or exponential decay down to ``min_ratio`` at the end."""
     if step < warmup:

@@ -214,6 +214,22 @@ def test_cuda_beam_search_agrees_with_cpu_beam_search():
         assert tokenizer.decode(g[0].tokens).strip() == tokenizer.decode(c[0].tokens).strip()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA beam search needs a GPU")
+def test_cuda_beam_search_gives_plain_token_ids_that_sentencepiece_decodes():
+    from asr.tokenizer import SentencePieceTokenizer
+
+    tokenizer = SentencePieceTokenizer.train(["one two three", "three two one", "two one"] * 10, "bpe", 12,
+                                             TextNormalization())
+    lp = random_log_probs(2, 2, 30, tokenizer.vocab_size, sharpness=2.0)
+    options = DecodingOptions(method=DecodeMethod.beam, beam_size=8)
+    lengths = torch.tensor([30, 17])
+    gpu = build_decoder(tokenizer, options, device="cuda")(lp.cuda(), lengths.cuda())
+    cpu = build_decoder(tokenizer, options)(lp, lengths)
+    for g, c in zip(gpu, cpu):
+        assert all(type(t) is int for t in g[0].tokens)
+        assert tokenizer.decode(g[0].tokens).strip() == tokenizer.decode(c[0].tokens).strip()
+
+
 def test_sentencepiece_models_decode_with_and_without_a_word_lm(tmp_path):
     from asr.tokenizer import SentencePieceTokenizer
 

@@ -13,6 +13,7 @@ from asr.config import load_train_config
 from asr.data import Example, collate
 from asr.model import AcousticModel, ModelConfig, NormKind, Subsampling
 from asr.train import train
+from asr.train_setup import grad_scaler
 from asr.train_step import train_step
 from asr.transcribe import Recognizer
 from conftest import tiny_overrides
@@ -42,19 +43,29 @@ def test_gpu_model_matches_the_cpu_model_in_fp32(monkeypatch):
     torch.testing.assert_close(gpu.cpu(), cpu, atol=2e-4, rtol=2e-4)
 
 
+def test_cudnn_lstm_runs_in_float16_under_bf16_autocast():
+    """Why asr train scales the loss under bf16 on GPUs (asr.train_setup.grad_scaler). If this fails,
+    PyTorch runs cuDNN RNNs in bf16 now and the scaler could be limited to fp16 again."""
+    rnn = torch.nn.LSTM(16, 16, batch_first=True).cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out, _ = rnn(torch.randn(2, 5, 16, device="cuda"))
+    assert out.dtype == torch.float16
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_autocast_training_steps_lower_the_loss(dtype):
-    """asr train's step on the GPU under autocast (fp16 with its grad scaler): the loss falls."""
+    """asr train's step on the GPU under autocast, with loss scaling as asr train has it: the loss falls."""
     torch.manual_seed(0)
     model = AcousticModel(ModelConfig(num_layers=2, hidden_size=128, dropout=0.0), 40, 12).cuda().train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, fused=True)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    scaler = grad_scaler(torch.device("cuda"), dtype)
+    assert scaler.is_enabled()  # bf16 too: cuDNN's LSTMs run in float16 under any autocast
     feats, lengths = padded_batch([200, 180, 150, 90])
     targets = torch.randint(1, 12, (4, 20))
     batch = collate([Example(feats[i, :n], targets[i], i) for i, n in enumerate(lengths.tolist())]).pin_memory()
     outcomes = [train_step(model, model, optimizer, scaler, [batch], dtype) for _ in range(30)]
     assert all(math.isfinite(o.loss) for o in outcomes)
-    assert sum(o.finite for o in outcomes) >= 25  # fp16: the scaler may skip a few early steps (inf gradients)
+    assert sum(o.finite for o in outcomes) >= 25  # the scaler may skip a few early steps (inf gradients)
     assert outcomes[-1].loss < 0.5 * outcomes[0].loss
 
 
@@ -67,9 +78,10 @@ def test_a_batch_whose_utterances_were_all_skipped_steps_on_the_gpu():
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_asr_train_on_gpu_then_transcribe_on_gpu_and_cpu(yesno_dir, tmp_path, precision):
+def test_asr_train_on_gpu_then_transcribe_on_gpu_and_cpu(yesno_dir, tmp_path, precision, monkeypatch):
     """A tiny model overfits 8 real recordings on the GPU with autocast and a loader worker
-    (pinned batches); it then transcribes them alike on the GPU and on the CPU."""
+    (pinned batches); it then transcribes them alike on the GPU and on the CPU (TF32 off, so a
+    near tie cannot flip a character between the two)."""
     from asr.audio import audio_info
     from asr.data import Utterance, write_manifest
 
@@ -80,8 +92,27 @@ def test_asr_train_on_gpu_then_transcribe_on_gpu_and_cpu(yesno_dir, tmp_path, pr
     cfg = load_train_config([*overrides, "trainer.device=cuda", f"trainer.precision={precision}", "data.num_workers=1"])
     model_path = train(cfg)
     assert load_checkpoint(model_path)["model"]
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     gpu = Recognizer.load(model_path, "cuda")
     assert gpu.evaluate(manifest).cer <= 10.0  # it learned the words on the GPU
     paths = [str(f) for f in files]
     cpu_texts = [t.text for t in Recognizer.load(model_path, "cpu").transcribe_files(paths)]
     assert [t.text for t in gpu.transcribe_files(paths)] == cpu_texts
+
+
+def test_streaming_on_the_gpu_with_gpu_beam_search_finals_match_offline(trained_tiny):
+    """asr stream --model-device cuda --decode beam: the final pass decodes with the GPU beam search."""
+    import json
+
+    from asr.decoding import DecodeMethod, DecodingOptions
+    from asr.sources import file_blocks
+    from asr.stream import StreamingRecognizer, StreamOptions, stream_events
+
+    model_path, manifest, _ = trained_tiny
+    recognizer = Recognizer.load(model_path, "cuda", DecodingOptions(method=DecodeMethod.beam, beam_size=8))
+    path = json.loads(manifest.read_text().splitlines()[0])["audio_filepath"]
+    whole = StreamOptions(chunk_ms=60_000, endpoint_silence_ms=60_000, max_segment_s=600)
+    events = list(stream_events(StreamingRecognizer(recognizer, whole), file_blocks(path, recognizer.sample_rate, False)))
+    finals = [e.text for e in events if e.type == "final"]
+    assert finals == [recognizer.transcribe_files([path])[0].text] and finals[0]

@@ -92,20 +92,20 @@ run() {
   nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())" >"$OUT/summary.txt" 2>&1
   local train="$KIT/synth/train.jsonl" test="$KIT/synth/test.jsonl"
-  step tests 170 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_train_step.py
-  step bench_default_fp32 70 python3 tools/bench_train.py "$train" --device cuda --rounds 5
-  step bench_default_bf16 40 python3 tools/bench_train.py "$train" --device cuda --precision bf16 --no-reference --rounds 5
+  step tests 170 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_train_step.py tests/test_beam.py
+  step bench_default_fp32 65 python3 tools/bench_train.py "$train" --device cuda --rounds 5
+  step bench_default_bf16 35 python3 tools/bench_train.py "$train" --device cuda --precision bf16 --no-reference --rounds 5
   # GPU utilization each second (the first seconds are bench_train's feature extraction, on the CPU)
   nvidia-smi dmon -s u -d 1 -o T >"$OUT/dmon_5x1024.txt" 2>&1 &
   local dmon=$!
   trap 'kill $dmon 2>/dev/null' EXIT
-  step bench_5x1024_bf16 90 python3 tools/bench_train.py "$train" --device cuda --precision bf16 --no-reference \
+  step bench_5x1024_bf16 80 python3 tools/bench_train.py "$train" --device cuda --precision bf16 --no-reference \
     --rounds 5 model=ds2_5x1024 model.hidden_size=1024
   kill "$dmon" 2>/dev/null
-  step train_gpu 90 python3 -m asr train --config-name synth "data.train_manifest=$train" "data.dev_manifest=$test" \
+  step train_gpu 80 python3 -m asr train --config-name synth "data.train_manifest=$train" "data.dev_manifest=$test" \
     trainer.device=cuda trainer.precision=bf16 trainer.epochs=3 data.num_workers=8 trainer.output_dir=/tmp/gpu_exp
   cp /tmp/gpu_exp/train.log "$OUT/train_gpu_train.log" 2>/dev/null
-  step bench_infer 60 python3 tools/bench_infer.py "$KIT/model.pt" "$test" --device cuda --rounds 3
+  step bench_infer 90 python3 tools/bench_infer.py "$KIT/model.pt" "$test" --device cuda --rounds 2
   for log in "$OUT"/*.log; do echo "== $log"; tail -n 12 "$log"; done >>"$OUT/summary.txt"
 }
 
