@@ -155,17 +155,17 @@ class AcousticModel(nn.Module):
             # padded positions map to themselves
             reverse = torch.where(valid, lengths.unsqueeze(1) - 1 - steps.unsqueeze(0), steps.unsqueeze(0))
             reverse_rows = (reverse + frames * torch.arange(batch).unsqueeze(1)).reshape(-1).to(x.device)
-        valid = valid.to(x.device)
-        for layer, rnn in enumerate(self.rnns):
-            if unpadded:  # the module's own call, both directions
-                x = rnn(x)[0]
-            else:
-                x = _packed_layer(rnn, x, lengths) if packed else _bidirectional_layer(rnn, x, reverse_rows)
-            if layer < len(self.between):
-                x = self._between_valid(layer, x, valid)
+        valid = valid.to(x.device, non_blocking=True)  # a pageable source: no wait for the GPU
+        if packed and not unpadded:
+            x = self._packed_stack(x, lengths)
+        else:
+            for layer, rnn in enumerate(self.rnns):
+                x = rnn(x)[0] if unpadded else _bidirectional_layer(rnn, x, reverse_rows)
+                if layer < len(self.between):
+                    x = self._between_valid(layer, x, None if unpadded else valid)
         scores = _compiled_scores() if self.compiled else _scores
         log_probs = scores(self.classifier, self.dropout(x), valid)
-        return log_probs, out_lengths.to(log_probs.device)
+        return log_probs, out_lengths.to(log_probs.device, non_blocking=True)
 
     def compile_non_recurrent(self) -> None:
         """``torch.compile`` the parts around the recurrent layers, in place: subsampling, the
@@ -179,16 +179,33 @@ class AcousticModel(nn.Module):
                 block.compile(dynamic=True)
         self.compiled = True
 
-    def _between_valid(self, layer: int, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def _between_valid(self, layer: int, x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
         """Projection / normalization and dropout after ``layer``, on real frames only (batch
-        statistics must not count padding); padded frames become zeros."""
+        statistics must not count padding); padded frames become zeros. ``valid`` None: no padding."""
         block = self.between[layer]
         if len(block) == 0:
             return self.dropout(x)
+        if valid is None:
+            return self.dropout(block(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:2], -1))
         frames = block(x[valid])  # (N, D')
         out = frames.new_zeros(*x.shape[:2], frames.shape[-1])  # the block's dtype: it may differ under autocast
         out[valid] = frames
         return self.dropout(out)
+
+    def _packed_stack(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """All recurrent layers on one packed sequence (on GPUs: cuDNN, no work on padding):
+        (B, T, D) padded batch and (B,) CPU lengths -> (B, T, H * directions). The blocks between
+        layers and dropout act on the packed (N, D) frames, exactly the real ones, so the batch is
+        packed and padded once rather than at every layer (each costs a wait for the GPU)."""
+        if x.shape[1] == 0:
+            return x.new_zeros(x.shape[0], 0, self.classifier.in_features)
+        seq = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp(min=1), batch_first=True, enforce_sorted=False)
+        for layer, rnn in enumerate(self.rnns):
+            seq, _ = rnn(seq)
+            if layer < len(self.between):
+                data = self.dropout(self.between[layer](seq.data))
+                seq = nn.utils.rnn.PackedSequence(data, seq.batch_sizes, seq.sorted_indices, seq.unsorted_indices)
+        return nn.utils.rnn.pad_packed_sequence(seq, batch_first=True, total_length=x.shape[1])[0]
 
     def _chunked_forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Chunk-aware training: (B, T', D) subsampled frames -> (B, T', V) log-probs exactly as
@@ -276,14 +293,6 @@ def _bidirectional_layer(rnn: nn.RNNBase, x: torch.Tensor, reverse_rows: torch.T
         return forward
     backward, _ = _run_direction(rnn, _PermuteRows.apply(x, reverse_rows), None, "_reverse")
     return torch.cat([forward, _PermuteRows.apply(backward, reverse_rows)], dim=-1)
-
-
-def _packed_layer(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """The same layer through the module itself on a packed sequence: (B, T, D) padded batch and
-    (B,) CPU lengths -> (B, T, H * directions), zeros past each length."""
-    packed = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp(min=1), batch_first=True, enforce_sorted=False)
-    out, _ = rnn(packed)
-    return nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
 
 
 class _PermuteRows(torch.autograd.Function):

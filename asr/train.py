@@ -5,7 +5,8 @@
 ``checkpoints/step-<step>.pt`` (everything to resume exactly, also mid-epoch; the newest few are
 kept), ``config.yaml``, ``train.log``, ``steps.tsv`` (step, loss, learning rate of every step) and
 TensorBoard scalars under ``tensorboard/``. Ctrl-C (SIGINT) finishes the current step, saves a
-checkpoint and stops; ``trainer.resume=true`` continues bit for bit where it stopped.
+checkpoint and stops; ``trainer.resume=true`` continues where it stopped, bit for bit on CPUs (cuDNN's
+and CUDA CTC's backward passes are not deterministic).
 """
 
 from __future__ import annotations
@@ -119,9 +120,10 @@ class Trainer:
             self.model.compile_non_recurrent()
         self.train_model = self.model  # what training steps call: the DDP wrapper with several processes
         if info.enabled:
-            self.train_model = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )  # also copies rank 0's initial weights to every rank
+            # no device_ids: the step moves the features itself, and DDP would copy the CPU lengths to
+            # the GPU, only for the model to copy them back (a wait each way); also copies rank 0's
+            # initial weights to every rank
+            self.train_model = torch.nn.parallel.DistributedDataParallel(self.model)
             torch.manual_seed(cfg.trainer.seed + 7919 * info.rank)  # a different dropout stream per rank
         log.info("model: %s parameters, vocabulary %d (blank included)", f"{self.model.num_parameters():,}", self.tokenizer.vocab_size)
         train_utts = self._drop_infeasible(train_utts)

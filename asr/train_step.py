@@ -51,9 +51,10 @@ def train_step(
                 features = batch.features.to(device, non_blocking=True)
                 autocast = nullcontext() if amp_dtype == torch.float32 else torch.autocast(device.type, dtype=amp_dtype)
                 with autocast:
-                    log_probs, out_lengths = train_model(features, batch.lengths)
-                loss = ctc_loss(log_probs, out_lengths, batch.targets.to(device, non_blocking=True),
-                                batch.target_lengths.to(device, non_blocking=True)) / len(micro)
+                    log_probs, _ = train_model(features, batch.lengths)
+                # lengths from the CPU: CTC reads them on the host, and GPU copies would make it wait
+                loss = ctc_loss(log_probs, model.output_lengths(batch.lengths), batch.targets.to(device, non_blocking=True),
+                                batch.target_lengths) / len(micro)
             else:  # every utterance unusable
                 loss = _zero_loss(model, train_model, device)
             scaler.scale(loss).backward()

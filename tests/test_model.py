@@ -142,8 +142,10 @@ def test_autocast_with_projection_and_layer_norm_between_layers(packed):
     assert log_probs.dtype == torch.float32 and torch.isfinite(log_probs).all()
 
 
-def test_zero_frames_give_an_empty_output():
+@pytest.mark.parametrize("packed", [False, True])
+def test_zero_frames_give_an_empty_output(packed):
     model = AcousticModel(ModelConfig(num_layers=2, hidden_size=8), 20, 7).eval()
+    model.packed = packed  # True: the GPU's code path
     log_probs, out_lengths = model(torch.zeros(2, 0, 20), torch.tensor([0, 0]))
     assert log_probs.shape == (2, 0, 7) and out_lengths.tolist() == [0, 0]
 
