@@ -28,15 +28,14 @@ from tqdm import tqdm
 
 from asr.checkpoint import inference_state, save_checkpoint
 from asr.config import OptimizerKind, TrainConfig, to_yaml
-from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest, report_skipped
-from asr.errors import AudioError, TrainingError
-from asr.features import FeatureExtractor, feature_stats
+from asr.data import BucketBatchSampler, SpeechDataset, collate, report_skipped
+from asr.errors import TrainingError
 from asr.model import AcousticModel
-from asr.tokenizer import Tokenizer, tokenizer_from_dict, train_tokenizer
 from asr.decoding import build_decoder
 from asr.distributed import (
     Distributed, any_rank, check_same_on_all_ranks, cleanup, from_main, init_distributed, latest_checkpoint_on_all_ranks,
 )
+from asr.train_data import drop_infeasible, read_utterances, shared_extractor, shared_tokenizer
 from asr.train_step import train_step
 from asr.train_setup import (
     Silent, attach_file_log, grad_scaler, ignore_sigint, lr_factor, open_step_log, resolve_device, resolve_precision, restore_rng_state,
@@ -111,10 +110,11 @@ class Trainer:
         found = latest_checkpoint_on_all_ranks(out_dir / CHECKPOINT_DIR, info) if cfg.trainer.resume else None
         resume_path, resume = found if found else (None, None)
 
-        train_utts = self._read(cfg.data.train_manifest, "train", drop_long=True)
-        dev_utts = self._read(cfg.data.dev_manifest, "dev", drop_long=False)
-        self.tokenizer = self._tokenizer(resume, train_utts)
-        self.extractor = self._extractor(resume, train_utts)
+        problems = self.bad_lines if cfg.data.skip_bad else None
+        train_utts = read_utterances(cfg.data.train_manifest, "train", cfg.data, problems, drop_long=True)
+        dev_utts = read_utterances(cfg.data.dev_manifest, "dev", cfg.data, problems, drop_long=False)
+        self.tokenizer = shared_tokenizer(cfg, resume, train_utts, info)
+        self.extractor = shared_extractor(cfg, resume, train_utts, info)
         self.model = AcousticModel(cfg.model, self.extractor.dim, self.tokenizer.vocab_size).to(self.device)
         if cfg.trainer.compile:
             self.model.compile_non_recurrent()
@@ -126,7 +126,7 @@ class Trainer:
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.model)
             torch.manual_seed(cfg.trainer.seed + 7919 * info.rank)  # a different dropout stream per rank
         log.info("model: %s parameters, vocabulary %d (blank included)", f"{self.model.num_parameters():,}", self.tokenizer.vocab_size)
-        train_utts = self._drop_infeasible(train_utts)
+        train_utts = drop_infeasible(train_utts, cfg, self.tokenizer, self.model)
         check_same_on_all_ranks((len(train_utts), round(sum(u.duration for u in train_utts), 3), len(dev_utts)),
                                 "the training and dev utterances (count, seconds, dev count)", info)
 
@@ -164,65 +164,6 @@ class Trainer:
             self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
         else:
             self.step_log, self.writer = Silent(), Silent()
-
-    def _read(self, manifest: str, name: str, drop_long: bool) -> list[Utterance]:
-        utts = read_manifest(manifest, problems=self.bad_lines if self.cfg.data.skip_bad else None)
-        if drop_long:
-            kept = [u for u in utts if u.duration <= self.cfg.data.max_duration]
-            if len(kept) < len(utts):
-                log.warning("dropped %d %s utterances longer than data.max_duration=%ss", len(utts) - len(kept), name, self.cfg.data.max_duration)
-            utts = kept
-        log.info("%s: %d utterances, %.2f hours", name, len(utts), sum(u.duration for u in utts) / 3600)
-        return utts
-
-    def _tokenizer(self, resume: dict | None, utts: list[Utterance]) -> Tokenizer:
-        if resume is not None:
-            return tokenizer_from_dict(resume["tokenizer"])
-        if not self.dist.is_main:
-            return tokenizer_from_dict(from_main(None, self.dist))
-        tokenizer = train_tokenizer(self.cfg.tokenizer, (u.text for u in utts))
-        from_main(tokenizer.to_dict(), self.dist)
-        return tokenizer
-
-    def _extractor(self, resume: dict | None, utts: list[Utterance]) -> FeatureExtractor:
-        extractor = FeatureExtractor(self.cfg.features)
-        if resume is not None:
-            extractor.set_stats(resume["features"]["mean"], resume["features"]["std"])
-            return extractor
-        order = torch.randperm(len(utts), generator=torch.Generator().manual_seed(self.cfg.trainer.seed))
-        subset = [utts[i] for i in order[: self.cfg.data.stats_utterances]]
-        plain = SpeechDataset(subset, extractor)
-
-        def features():
-            for i in tqdm(range(len(plain)), desc="feature stats", leave=False, disable=None):
-                try:
-                    yield extractor.log_mel(plain.waveform(i))
-                except AudioError as exc:
-                    if not self.cfg.data.skip_bad:
-                        raise
-                    log.warning("%s; left out of the feature statistics (data.skip_bad)", exc)
-
-        if self.dist.is_main:
-            stats = from_main(feature_stats(features()), self.dist)
-        else:  # rank 0 reads the audio once and shares the statistics
-            stats = from_main(None, self.dist)
-        extractor.set_stats(*stats)
-        return extractor
-
-    def _drop_infeasible(self, utts: list[Utterance]) -> list[Utterance]:
-        """Drop utterances too short for CTC to emit their transcript (at the slowest speed)."""
-        cfg = self.cfg.features
-        slowest = max(self.cfg.augment.speed_factors or [1.0])
-        kept = []
-        for utt in utts:
-            frames = torch.tensor([cfg.num_frames(int(utt.duration / slowest * cfg.sample_rate))])
-            ids = self.tokenizer.encode(utt.text)
-            needed = len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))
-            if int(self.model.output_lengths(frames)) >= needed:
-                kept.append(utt)
-        if len(kept) < len(utts):
-            log.warning("dropped %d training utterances too short for their transcripts", len(utts) - len(kept))
-        return kept
 
     def _optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg.optim
