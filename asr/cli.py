@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -22,7 +23,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_train_config(args.overrides, args.config_name, args.config_dir)
     model_path = train(cfg)
-    print(model_path)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, once for the run
+        print(model_path)
     return 0
 
 

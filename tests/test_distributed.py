@@ -59,8 +59,9 @@ def test_two_processes_on_gloo_equal_one_process_accumulating_two_batches(manife
     assert losses(out) == pytest.approx(reference, rel=1e-5)
     for name, tensor in weights(one_process_accumulating).items():
         torch.testing.assert_close(weights(out)[name], tensor, rtol=1e-4, atol=1e-5)
-    # rank 0 alone wrote the run's files
+    # rank 0 alone wrote the run's files, and printed the model's path
     assert (out / "model.pt").is_file() and (out / "train.log").read_text().count("(2 processes)") == 1
+    assert done.stdout.split() == [str(out / "model.pt")]
 
 
 def test_resume_with_a_different_world_size(manifest, one_process_accumulating, tmp_path):  # noqa: F811
