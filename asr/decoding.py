@@ -101,9 +101,12 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[Hypoth
         One :class:`Hypothesis` per row: the argmax path with repeats merged and blanks removed.
     """
     best_scores, best = log_probs.max(dim=-1)  # (B, T)
+    if best.is_cuda:  # one copy to the host (ids are exact in float32) instead of a wait per result below
+        both = torch.stack([best.to(best_scores.dtype), best_scores]).cpu()
+        best, best_scores = both[0].long(), both[1]
     batch, frames = best.shape
-    positions = torch.arange(frames, device=best.device)
-    valid = positions.unsqueeze(0) < lengths.to(best.device).unsqueeze(1)  # (B, T)
+    positions = torch.arange(frames)
+    valid = positions.unsqueeze(0) < lengths.cpu().unsqueeze(1)  # (B, T)
     previous = torch.nn.functional.pad(best[:, :-1], (1, 0), value=BLANK_ID)
     keep = valid & (best != BLANK_ID) & (best != previous)
     scores = (best_scores * valid).sum(dim=1).tolist()

@@ -86,9 +86,10 @@ def iter_hypotheses(
                     continue
                 log_probs, out_lengths = model(batch.features.to(device), batch.lengths)
                 log_probs = log_probs.float()
+                host = log_probs.cpu() if keep_log_probs else None  # one copy per batch, not per row
+                lengths = out_lengths.tolist()
                 for row, (index, nbest) in enumerate(zip(batch.indices, decoder(log_probs, out_lengths))):
-                    kept = log_probs[row, : out_lengths[row]].cpu() if keep_log_probs else None
-                    yield Recognition(index, nbest, kept)
+                    yield Recognition(index, nbest, host[row, : lengths[row]] if host is not None else None)
     finally:
         if was_training:
             model.train()
