@@ -20,7 +20,8 @@ from asr.model import AcousticModel, ctc_loss
 class StepOutcome:
     loss: float  # mean over micro-batches and ranks
     grad_norm: float  # before clipping
-    finite: bool  # loss and gradient finite; if not, the optimizer was left alone (fp16: the scaler decides)
+    # loss and gradient finite; if not, the optimizer was left alone (with loss scaling: the scaler decides)
+    finite: bool
 
 
 def train_step(
@@ -53,8 +54,8 @@ def train_step(
                 with autocast:
                     log_probs, _ = train_model(features, batch.lengths)
                 # lengths from the CPU: CTC reads them on the host, and GPU copies would make it wait
-                loss = ctc_loss(log_probs, model.output_lengths(batch.lengths), batch.targets.to(device, non_blocking=True),
-                                batch.target_lengths) / len(micro)
+                targets = batch.targets.to(device, non_blocking=True)
+                loss = ctc_loss(log_probs, model.output_lengths(batch.lengths), targets, batch.target_lengths) / len(micro)
             else:  # every utterance unusable
                 loss = _zero_loss(model, train_model, device)
             scaler.scale(loss).backward()

@@ -86,10 +86,10 @@ def iter_hypotheses(
                     continue
                 log_probs, out_lengths = model(batch.features.to(device), batch.lengths)
                 log_probs = log_probs.float()
-                host = log_probs.cpu() if keep_log_probs else None  # one copy per batch, not per row
-                lengths = out_lengths.tolist()
+                # kept log-probs: one copy per batch, not per row (nor a read-back when none are kept)
+                kept = [lp[:n] for lp, n in zip(log_probs.cpu(), out_lengths.tolist())] if keep_log_probs else None
                 for row, (index, nbest) in enumerate(zip(batch.indices, decoder(log_probs, out_lengths))):
-                    yield Recognition(index, nbest, host[row, : lengths[row]] if host is not None else None)
+                    yield Recognition(index, nbest, kept[row] if kept is not None else None)
     finally:
         if was_training:
             model.train()

@@ -81,7 +81,7 @@ def main() -> None:
     print(f"command: {' '.join(sys.argv)}")
     print(f"device: {args.device} ({platform.processor() or platform.machine()}, {threads} threads), "
           f"torch {torch.__version__}, torchaudio {torchaudio.__version__}")
-    params = sum(p.numel() for p in Recognizer.load(args.model, device="cpu").model.parameters())
+    params = Recognizer.load(args.model, device="cpu").model.num_parameters()
     print(f"model: {params:,} parameters; {len(utts)} utterances, {audio_seconds:.1f} s of audio")
     print(f"{'mode':<10} {'seconds':>8} {'RTF':>9} {'RTF range':>17} {'x real time':>12} {'peak RSS MiB':>13} "
           f"{'peak GPU MiB':>13}")
