@@ -23,7 +23,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from asr.decoding import DecodeMethod, DecodingOptions
 from asr.errors import ConfigError, DecodingError
-from asr.features import AugmentConfig, FeatureConfig
+from asr.augment import AugmentConfig
+from asr.features import FeatureConfig
 from asr.model import ModelConfig
 from asr.tokenizer import TokenizerConfig
 
@@ -89,6 +90,9 @@ class TrainerConfig:
     num_threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default
     log_every: int = 20  # steps between TensorBoard scalars
     resume: bool = False  # continue from the newest usable <output_dir>/checkpoints/step-*.pt
+    # start from another model's weights (fine-tuning): its tokenizer and feature settings come with it,
+    # the model config must describe the same shapes; optimizer and schedule start fresh
+    init_from: Optional[str] = None
     keep_checkpoints: int = 2  # checkpoints kept (older ones are deleted)
     checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps within epochs; 0: epoch ends only
     max_steps: int = 0  # stop after this many optimizer steps (smoke tests of a recipe); 0: no limit
@@ -174,6 +178,15 @@ def validate(cfg: TrainConfig) -> None:
         ("features.win_ms", math.isfinite(cfg.features.win_ms) and cfg.features.win_ms >= cfg.features.hop_ms,
          "must be >= features.hop_ms"),
         ("augment.speed_factors", all(0.5 <= f <= 2.0 for f in cfg.augment.speed_factors), "each in [0.5, 2]"),
+        *[(f"augment.{name}", 0 <= getattr(cfg.augment, name) <= 1, "must be in [0, 1]") for name in
+          ("pitch_prob", "vtlp_prob", "reverb_prob", "noise_prob", "babble_share", "band_prob", "eq_prob", "gain_prob")],
+        ("augment.pitch_range", 0 <= cfg.augment.pitch_range <= 0.5, "must be in [0, 0.5]"),
+        ("augment.vtlp_range", 0 <= cfg.augment.vtlp_range <= 0.3, "must be in [0, 0.3]"),
+        ("augment.rt60_range", _is_range(cfg.augment.rt60_range, 0.01, 5.0), "must be [low, high] within [0.01, 5] s"),
+        ("augment.snr_range", _is_range(cfg.augment.snr_range, -20.0, 100.0), "must be [low, high] within [-20, 100] dB"),
+        ("augment.eq_db", 0 <= cfg.augment.eq_db <= 30, "must be in [0, 30]"),
+        ("augment.warmup_epochs", cfg.augment.warmup_epochs >= 0, "must be >= 0"),
+        ("augment.gain_db", 0 <= cfg.augment.gain_db <= 40, "must be in [0, 40]"),
         ("augment.time_mask_max_ratio", 0 <= cfg.augment.time_mask_max_ratio < 1, "must be in [0, 1)"),
         ("augment.freq_mask_width", 0 <= cfg.augment.freq_mask_width <= cfg.features.n_mels, "must be in [0, n_mels]"),
         ("tokenizer.vocab_size", cfg.tokenizer.vocab_size > 1, "must be > 1"),
@@ -220,6 +233,10 @@ def validate(cfg: TrainConfig) -> None:
             f"data.max_frames_per_batch={cfg.data.max_frames_per_batch!r}: smaller than one utterance of "
             f"data.max_duration={cfg.data.max_duration}s ({max_frames_needed} frames)"
         )
+
+
+def _is_range(values: Sequence[float], low: float, high: float) -> bool:
+    return len(values) == 2 and low <= values[0] <= values[1] <= high
 
 
 def _value(cfg: TrainConfig, dotted: str):

@@ -21,7 +21,8 @@ from torch.utils.data import Dataset, Sampler
 
 from asr.audio import load_audio
 from asr.errors import AudioError, ManifestError
-from asr.features import AugmentConfig, FeatureExtractor, spec_augment, speed_perturb
+from asr.augment import AugmentConfig, WaveformAugmenter, spec_augment
+from asr.features import FeatureExtractor
 from asr.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,9 @@ class SpeechDataset(Dataset):
         self.extractor = extractor
         self.augment = augment
         self.seed = seed
+        # babble is mixed from the dataset's own other utterances
+        self.augmenter = None if augment is None else WaveformAugmenter(
+            augment, extractor.cfg.sample_rate, self.waveform, len(self.utterances))
         self.targets = [
             torch.tensor(tokenizer.encode(u.text) if tokenizer else [], dtype=torch.long) for u in self.utterances
         ]
@@ -208,11 +212,8 @@ class SpeechDataset(Dataset):
         if self.augment is None:
             return Example(self.extractor(waveform), self.targets[index], index)
         generator = torch.Generator().manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
-        factors = self.augment.speed_factors
-        if factors:
-            factor = factors[int(torch.randint(len(factors), (1,), generator=generator))]
-            waveform = speed_perturb(waveform, factor, self.extractor.cfg.sample_rate)
-        features = spec_augment(self.extractor(waveform), self.augment, generator)
+        waveform, warp = self.augmenter(waveform, generator, epoch)
+        features = spec_augment(self.extractor(waveform, warp), self.augment, generator)
         return Example(features, self.targets[index], index)
 
     def waveform(self, index: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Front-end features: log-mel filterbanks, normalization and training-time augmentation.
+"""Front-end features: log-mel filterbanks and their normalization.
 
 Pure functions plus one thin module (:class:`FeatureExtractor`) that holds the mel filters and
 the normalization statistics, so the exact same front end runs in training, evaluation,
@@ -7,15 +7,14 @@ file transcription and streaming.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
-from typing import Iterable, List
+from typing import Iterable
 
 import torch
 import torchaudio
 
-from asr.audio import resample
+from asr.augment import frequency_warp
 
 
 # How log-mel features are normalized. "global": mean/variance of the training set, stored with
@@ -48,17 +47,6 @@ class FeatureConfig:
         return num_samples // self.hop_length + 1
 
 
-@dataclass
-class AugmentConfig:
-    """Training-only augmentation; all zero/[1.0] disables it."""
-
-    speed_factors: List[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
-    freq_masks: int = 2
-    freq_mask_width: int = 15
-    time_masks: int = 2
-    time_mask_max_ratio: float = 0.05  # widest time mask as a fraction of the utterance
-
-
 class FeatureExtractor(torch.nn.Module):
     """waveform (T,) at ``cfg.sample_rate`` -> normalized log-mel features (frames, n_mels)."""
 
@@ -81,15 +69,20 @@ class FeatureExtractor(torch.nn.Module):
     def dim(self) -> int:
         return self.cfg.n_mels
 
-    def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
-        """(T,) -> (frames, n_mels) un-normalized log-mel energies; ``num_frames(T)`` frames."""
+    def log_mel(self, waveform: torch.Tensor, warp: float = 1.0) -> torch.Tensor:
+        """(T,) -> (frames, n_mels) un-normalized log-mel energies; ``num_frames(T)`` frames.
+        ``warp`` scales the spectrum's frequencies first (vocal-tract-length perturbation)."""
         with torch.no_grad():
             samples = waveform.shape[-1]
             shortest = self.mel.n_fft // 2 + 1  # the centered STFT reflects n_fft / 2 samples at each edge
             if samples < shortest:  # e.g. a one-sample file: zero-extend, then keep its own frames
                 waveform = torch.nn.functional.pad(waveform, (0, shortest - samples))
-            spec = self.mel(waveform.float())[:, : self.cfg.num_frames(samples)]  # (n_mels, frames)
-            return torch.log(spec + 1e-6).transpose(0, 1).contiguous()
+            power = self.mel.spectrogram(waveform.float())  # (n_freqs, frames)
+            filters = self.mel.mel_scale.fb  # (n_freqs, n_mels)
+            if warp != 1.0:
+                filters = frequency_warp(filters.shape[0], warp).T @ filters
+            spec = (power.T @ filters)[: self.cfg.num_frames(samples)]  # (frames, n_mels)
+            return torch.log(spec + 1e-6).contiguous()
 
     def normalize(self, feats: torch.Tensor) -> torch.Tensor:
         """(frames, n_mels) -> normalized (frames, n_mels) according to ``cfg.normalization``."""
@@ -100,8 +93,8 @@ class FeatureExtractor(torch.nn.Module):
             return (feats - feats.mean(0)) / feats.std(0, unbiased=False).clamp_min(1e-5)
         return feats
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.normalize(self.log_mel(waveform))
+    def forward(self, waveform: torch.Tensor, warp: float = 1.0) -> torch.Tensor:
+        return self.normalize(self.log_mel(waveform, warp))
 
     def set_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.mean.copy_(mean)
@@ -125,37 +118,6 @@ def feature_stats(features: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch
     return mean.float(), var.sqrt().float()
 
 
-def speed_perturb(waveform: torch.Tensor, factor: float, sample_rate: int) -> torch.Tensor:
-    """Play (T,) audio ``factor`` times faster (pitch shifts too, like sox ``speed``)."""
-    if factor == 1.0:
-        return waveform
-    return resample(waveform, int(round(sample_rate * factor)), sample_rate)
-
-
-def spec_augment(
-    feats: torch.Tensor,
-    cfg: AugmentConfig,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """SpecAugment time and frequency masking of (frames, F) features; returns a new tensor.
-
-    Masked values are set to zero, the mean of normalized features.
-    """
-    out = feats.clone()
-    frames, dims = out.shape
-    for _ in range(cfg.freq_masks):
-        width = int(torch.randint(0, cfg.freq_mask_width + 1, (1,), generator=generator))
-        width = min(width, dims)
-        start = int(torch.randint(0, dims - width + 1, (1,), generator=generator))
-        out[:, start : start + width] = 0.0
-    max_time = int(math.floor(frames * cfg.time_mask_max_ratio))
-    for _ in range(cfg.time_masks):
-        width = int(torch.randint(0, max_time + 1, (1,), generator=generator))
-        start = int(torch.randint(0, frames - width + 1, (1,), generator=generator))
-        out[start : start + width, :] = 0.0
-    return out
-
-
 class StreamingFeatures:
     """Incremental :class:`FeatureExtractor`: samples in, finished feature frames out.
 
@@ -163,8 +125,12 @@ class StreamingFeatures:
     computed as soon as those samples have arrived. The start and the end (:meth:`finish`) are
     padded by reflection exactly as the offline transform pads the whole waveform, so the
     concatenated output equals ``extractor(waveform)`` for "global" and "none" normalization.
-    "utterance" normalization needs the whole utterance; here it uses the statistics of the
-    frames so far (an approximation, logged once)."""
+    "utterance" normalization needs the whole utterance: frames as they come are normalized with
+    the statistics of the frames so far, blended with the training set's (the extractor's global
+    statistics, worth ``PRIOR_FRAMES`` frames) so the first frames are not normalized by
+    themselves alone; :meth:`utterance` gives the whole stream normalized exactly as offline."""
+
+    PRIOR_FRAMES = 100  # one second of 10 ms frames
 
     def __init__(self, extractor: FeatureExtractor):
         self.extractor = extractor
@@ -176,7 +142,10 @@ class StreamingFeatures:
         self.started = False  # the reflected start is written once half a window has arrived
         self.frames_out = 0
         self.samples_in = 0
-        self._sum = self._sq = None  # running statistics for "utterance" normalization
+        self.raw: list[torch.Tensor] = []  # every frame so far, un-normalized
+        mean, var = extractor.mean.double(), extractor.std.double().pow(2)
+        self._sum = self.PRIOR_FRAMES * mean  # running statistics for "utterance" normalization
+        self._sq = self.PRIOR_FRAMES * (var + mean * mean)
 
     def accept(self, samples: torch.Tensor) -> torch.Tensor:
         """(N,) float samples at the model's rate -> (frames, n_mels) new feature frames."""
@@ -219,14 +188,20 @@ class StreamingFeatures:
         self.frames_out += count
         return self._normalize(feats)
 
+    def utterance(self) -> torch.Tensor:
+        """(frames, n_mels): every frame so far, normalized as the offline front end normalizes
+        the same samples (for "utterance" normalization, with the statistics of all of them)."""
+        return self.extractor.normalize(torch.cat(self.raw)) if self.raw else self._empty()
+
     def _normalize(self, feats: torch.Tensor) -> torch.Tensor:
+        self.raw.append(feats)
         if NormMode(self.extractor.cfg.normalization) is not NormMode.utterance:
             return self.extractor.normalize(feats)
         f = feats.double()
-        self._sum = f.sum(0) if self._sum is None else self._sum + f.sum(0)
-        self._sq = (f * f).sum(0) if self._sq is None else self._sq + (f * f).sum(0)
-        mean = self._sum / self.frames_out
-        std = (self._sq / self.frames_out - mean * mean).clamp_min(1e-10).sqrt()
+        self._sum, self._sq = self._sum + f.sum(0), self._sq + (f * f).sum(0)
+        count = self.frames_out + self.PRIOR_FRAMES
+        mean = self._sum / count
+        std = (self._sq / count - mean * mean).clamp_min(1e-10).sqrt()
         return ((f - mean) / std.clamp_min(1e-5)).float()
 
     def _empty(self) -> torch.Tensor:

@@ -125,7 +125,6 @@ class StreamingRecognizer:
         self.pending = torch.zeros(0, self.recognizer.model.subsample.out_dim)  # stacked, not yet committed
         self.state: Optional[list] = None
         self.committed: list[torch.Tensor] = []  # (C, V) log-probs of each finished chunk
-        self.inputs: list[torch.Tensor] = []  # (N, D) stacked input frames of the segment, for a full final pass
         self.segment_start = self.samples_seen
         self.segment_samples = 0
         self.speech_samples = 0
@@ -169,7 +168,6 @@ class StreamingRecognizer:
             return
         stacked = self.recognizer.model.subsample(self.feature_frames[:usable].unsqueeze(0).to(self._device))[0]
         self.pending = torch.cat([self.pending, stacked.cpu()])
-        self.inputs.append(stacked.cpu())
         self.feature_frames = self.feature_frames[usable:]
 
     @property
@@ -205,7 +203,7 @@ class StreamingRecognizer:
             if self.pending.shape[0]:  # the last chunk: its right context is the end of the segment
                 self._step(self.pending.shape[0])
         events = []
-        if self.inputs and (self.speech_samples or self.last_text):  # the VAD may miss quiet speech
+        if self.features.raw and (self.speech_samples or self.last_text):  # the VAD may miss quiet speech
             frames = self._final_log_probs()
             # on the model's device: the recognizer's decoder may be the GPU beam search
             nbest = self.recognizer.decoder(frames.unsqueeze(0).to(self._device), torch.tensor([frames.shape[0]]))[0]
@@ -219,8 +217,10 @@ class StreamingRecognizer:
         """(T', V) log-probs of the whole segment for its final result."""
         if self.options.final_pass == "chunked":
             return torch.cat(self.committed)
-        inputs = torch.cat(self.inputs).unsqueeze(0).to(self._device)
+        # the segment's features as the offline front end computes them (with "utterance"
+        # normalization the chunks had running statistics; the whole segment's are known now)
         with torch.inference_mode():  # one chunk covering the segment: the offline forward pass
+            inputs = self.recognizer.model.subsample(self.features.utterance().unsqueeze(0).to(self._device))
             log_probs, _ = self.recognizer.model.forward_chunk(inputs, inputs.shape[1])
         return log_probs[0].cpu()
 

@@ -3,6 +3,7 @@ event stream of `asr stream` from a file, stdin and a real PulseAudio device."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import torch
 import torchaudio.functional as AF
 
 from asr.errors import ConfigError
-from asr.features import FeatureConfig, FeatureExtractor, StreamingFeatures
+from asr.features import FeatureConfig, FeatureExtractor, NormMode, StreamingFeatures
 from asr.model import AcousticModel, ModelConfig
 from asr.sources import StreamResampler
 from asr.stream import StreamingRecognizer, StreamOptions, stream_events
@@ -42,6 +43,19 @@ def test_streaming_features_equal_the_offline_front_end(rate):
     streaming = StreamingFeatures(extractor)
     pieces = [streaming.accept(p) for p in random_pieces(waveform, rate, 700)] + [streaming.finish()]
     torch.testing.assert_close(torch.cat(pieces), extractor(waveform), atol=1e-5, rtol=0)
+
+
+def test_utterance_normalized_streams_give_the_offline_features_for_the_final_pass():
+    """With per-utterance normalization the frames as they come use running statistics (blended
+    with the training set's at the start), and the whole segment comes out exactly as offline."""
+    extractor = FeatureExtractor(FeatureConfig(n_mels=40, normalization="utterance"))
+    waveform = 0.1 * torch.randn(16000 + 777, generator=torch.Generator().manual_seed(5))
+    offline = extractor(waveform)
+    extractor.set_stats(extractor.log_mel(waveform).mean(0), extractor.log_mel(waveform).std(0))  # a good prior
+    streaming = StreamingFeatures(extractor)
+    running = torch.cat([streaming.accept(p) for p in random_pieces(waveform, 3, 700)] + [streaming.finish()])
+    torch.testing.assert_close(streaming.utterance(), offline, atol=1e-4, rtol=0)
+    assert running.shape == offline.shape and float((running[:20] - offline[:20]).abs().mean()) < 0.2
 
 
 @pytest.mark.parametrize("rates", [(48000, 16000), (44100, 16000), (16000, 8000), (8000, 16000)])
@@ -145,6 +159,19 @@ def test_streaming_with_one_chunk_equals_offline_transcription(tiny_recognizer):
     events = list(stream_events(StreamingRecognizer(recognizer, whole), file_blocks(path, recognizer.sample_rate, False)))
     finals = [e for e in events if e.type == "final"]
     assert [e.text for e in finals] == [recognizer.transcribe_files([path])[0].text]
+
+
+def test_full_final_pass_of_an_utterance_normalized_model_equals_offline(tiny_recognizer):
+    recognizer, _, manifest = tiny_recognizer
+    recognizer = Recognizer(recognizer.model, copy.deepcopy(recognizer.extractor), recognizer.tokenizer, "cpu")
+    recognizer.extractor.cfg.normalization = NormMode.utterance
+    path, _ = yesno_file(manifest)
+    options = StreamOptions(endpoint_silence_ms=60_000, max_segment_s=600)  # one segment: the whole file
+    from asr.sources import file_blocks
+
+    events = list(stream_events(StreamingRecognizer(recognizer, options), file_blocks(path, recognizer.sample_rate, False)))
+    expected = recognizer.transcribe_files([path])[0].text
+    assert expected and [e.text for e in events if e.type == "final"] == [expected]
 
 
 def test_bad_stream_options_name_the_field(tiny_recognizer):

@@ -1,0 +1,179 @@
+"""Each augmentation does what it says on a real signal, and a chain is reproducible from its seed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from asr.audio import load_audio
+from asr.augment import (
+    AudioFolder, AugmentConfig, WaveformAugmenter, add_noise, band_limit, coloured_noise, equalize, frequency_warp,
+    reverberate, simulated_rir, spec_augment, speed_perturb,
+)
+from asr.errors import ConfigError
+from asr.features import FeatureConfig, FeatureExtractor
+from conftest import YESNO, speak, tone
+
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory) -> torch.Tensor:
+    """A real recording where there is one (yes/no, 8 kHz, resampled), else espeak-ng."""
+    files = sorted(YESNO.glob("*.wav"))
+    if files:
+        return load_audio(files[0], RATE)
+    return load_audio(speak("call mary at five thirty", tmp_path_factory.mktemp("speech") / "a.wav"), RATE)
+
+
+def power_db(x: torch.Tensor) -> float:
+    return 10 * math.log10(float(x.pow(2).mean()))
+
+
+def band_energy(x: torch.Tensor, low: float, high: float) -> float:
+    spectrum = torch.fft.rfft(x).abs().pow(2)
+    f = torch.fft.rfftfreq(x.numel(), 1 / RATE)
+    return float(spectrum[(f >= low) & (f < high)].sum())
+
+
+@pytest.mark.parametrize("exponent", [0.0, 1.0, 2.0])
+@pytest.mark.parametrize("snr", [0.0, 10.0, 25.0])
+def test_noise_is_added_at_the_asked_snr(speech, exponent, snr):
+    noise = coloured_noise(speech.numel() // 3, exponent, torch.Generator().manual_seed(1))  # looped to length
+    noisy = add_noise(speech, noise, snr)
+    measured = power_db(speech) - power_db(noisy - speech)
+    assert abs(measured - snr) < 0.5
+
+
+def test_coloured_noise_slopes_like_its_exponent():
+    g = torch.Generator().manual_seed(0)
+    white, brown = coloured_noise(RATE * 4, 0.0, g), coloured_noise(RATE * 4, 2.0, g)
+    ratio = lambda x: band_energy(x, 100, 400) / band_energy(x, 3200, 6400)  # noqa: E731  equal-width octaves apart
+    assert 0.05 < ratio(white) < 0.2  # white: energy per Hz is flat
+    assert ratio(brown) > 50 * ratio(white)  # brown: 1/f^2 puts it at the low end
+
+
+def test_simulated_room_decays_by_60_db_in_its_rt60():
+    rt60 = 0.5
+    rir = simulated_rir(RATE, rt60, drr_db=0.0, generator=torch.Generator().manual_seed(2))
+    tail = rir[int(0.02 * RATE) :]
+    schroeder = tail.flip(0).pow(2).cumsum(0).flip(0)  # energy still to come, after each sample
+    decay_db = 10 * torch.log10(schroeder / schroeder[0])
+    t = torch.arange(tail.numel()) / RATE
+    slope = np.polyfit(t[: int(0.3 * RATE)].numpy(), decay_db[: int(0.3 * RATE)].numpy(), 1)[0]  # dB per second
+    assert -60 / rt60 * 1.25 < slope < -60 / rt60 * 0.8
+
+
+def test_reverberation_adds_a_decaying_tail_after_the_speech(speech):
+    loudest = int(speech.pow(2).unfold(0, 1600, 160).mean(1).argmax()) * 160 + 1600
+    speech = speech[:loudest]  # the speaker stops in the middle of a loud sound
+    dry = torch.cat([speech, torch.zeros(RATE // 2)])
+    wet = reverberate(dry, simulated_rir(RATE, 0.6, drr_db=0.0, generator=torch.Generator().manual_seed(3)))
+    assert wet.shape == dry.shape and abs(power_db(wet) - power_db(dry)) < 0.01
+    after = wet[speech.numel() :]
+    windows = [power_db(after[i : i + 1600]) for i in range(0, 6400, 1600)]  # 100 ms each
+    assert windows[0] > power_db(wet) - 30  # the room rings on after the speaker stops
+    assert all(a > b for a, b in zip(windows, windows[1:]))  # ... and dies away
+    assert float(dry[speech.numel() :].abs().max()) == 0
+
+
+@pytest.mark.parametrize("low,high", [(300.0, 3400.0), (0.0, 4000.0)])
+def test_band_limiting_removes_the_energy_outside_the_band(speech, low, high):
+    noisy = add_noise(speech, coloured_noise(speech.numel(), 0.0, torch.Generator().manual_seed(4)), 10.0)
+    out = band_limit(noisy, RATE, low, high)
+    total = band_energy(noisy, 0, RATE / 2)
+    assert band_energy(out, 1.1 * high, RATE / 2) < 1e-6 * total
+    if low:
+        assert band_energy(out, 0, 0.9 * low) < 1e-6 * total
+    inside = band_energy(noisy, 1.1 * low, 0.9 * high)
+    assert abs(band_energy(out, 1.1 * low, 0.9 * high) / inside - 1) < 1e-3  # the band passes untouched
+
+
+def test_equaliser_applies_its_gain_at_each_frequency():
+    gains = torch.tensor([-6.0, 0.0, 6.0, 3.0, -3.0, 0.0])
+    points = torch.logspace(math.log10(100), math.log10(RATE / 2), 6)
+    for freq, gain in zip(points[1:5].tolist(), gains[1:5].tolist()):
+        freq = round(freq)  # a whole number of cycles per second: one exact FFT bin
+        sine = torch.from_numpy(tone(1.0, RATE, freq=freq)[:, 0])
+        assert abs(power_db(equalize(sine, RATE, gains)) - power_db(sine) - gain) < 0.05
+
+
+def test_frequency_warp_moves_a_spectral_peak_by_its_factor():
+    extractor = FeatureExtractor(FeatureConfig())
+    power = extractor.mel.spectrogram(torch.from_numpy(tone(0.5, RATE, freq=1000)[:, 0]))  # (257, frames)
+    peak = int(power.mean(1).argmax())
+    for alpha in (0.9, 1.1):
+        warped = frequency_warp(power.shape[0], alpha) @ power
+        assert abs(int(warped.mean(1).argmax()) - peak * alpha) <= 1
+    assert torch.allclose(frequency_warp(257, 1.0), torch.eye(257))
+    # the warped log-mel of the extractor is the warped spectrum through the same filters
+    feats = extractor.log_mel(torch.from_numpy(tone(0.5, RATE, freq=1000)[:, 0]), warp=1.1)
+    mel_peak, plain_peak = int(feats.mean(0).argmax()), int(extractor.log_mel(torch.from_numpy(tone(0.5, RATE, freq=1000)[:, 0])).mean(0).argmax())
+    assert mel_peak > plain_peak
+
+
+def test_speed_perturbation_changes_length_by_the_factor():
+    waveform = torch.randn(RATE)
+    assert speed_perturb(waveform, 1.0, RATE) is waveform
+    assert abs(speed_perturb(waveform, 1.1, RATE).shape[0] - RATE / 1.1) <= 1
+    assert abs(speed_perturb(waveform, 0.9, RATE).shape[0] - RATE / 0.9) <= 1
+
+
+def test_spec_augment_masks_bands_and_spans_and_is_reproducible():
+    feats = torch.randn(200, 40) + 5
+    cfg = AugmentConfig(freq_masks=2, freq_mask_width=10, time_masks=2, time_mask_max_ratio=0.1)
+    a = spec_augment(feats, cfg, torch.Generator().manual_seed(3))
+    b = spec_augment(feats, cfg, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    zero_cols = (a == 0).all(0).sum()
+    zero_rows = (a == 0).all(1).sum()
+    assert 0 < zero_cols <= 20 and 0 < zero_rows <= 40
+
+
+def everything() -> AugmentConfig:
+    return AugmentConfig(pitch_prob=1.0, vtlp_prob=1.0, reverb_prob=1.0, noise_prob=1.0, babble_share=0.5,
+                         band_prob=1.0, eq_prob=1.0, gain_prob=1.0)
+
+
+def test_a_chain_is_reproducible_from_its_seed_and_changes_with_it(speech):
+    others = [speech.roll(1000 * i) for i in range(5)]
+    augmenter = WaveformAugmenter(everything(), RATE, others.__getitem__, len(others))
+    runs = [augmenter(speech, torch.Generator().manual_seed(seed)) for seed in (7, 7, 8)]
+    assert torch.equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
+    assert not torch.equal(runs[0][0], runs[2][0]) or runs[0][1] != runs[2][1]
+    for waveform, warp in runs:
+        assert torch.isfinite(waveform).all() and 0.8 < warp < 1.3
+        assert abs(waveform.numel() / speech.numel() - 1) < 0.3  # speed and pitch change the length
+
+
+def test_user_noise_and_rir_folders_are_used(tmp_path, speech):
+    (tmp_path / "noise").mkdir()
+    (tmp_path / "rir").mkdir()
+    sf.write(tmp_path / "noise" / "hum.wav", tone(3.0, RATE, freq=50)[:, 0] * 0.1, RATE)
+    impulse = np.zeros(800, dtype=np.float32)
+    impulse[0], impulse[400] = 1.0, 0.9  # an echo 25 ms later
+    sf.write(tmp_path / "rir" / "echo.flac", impulse, RATE)
+    cfg = AugmentConfig(speed_factors=[], noise_prob=1.0, reverb_prob=1.0, snr_range=[0.0, 0.0],
+                        noise_dir=str(tmp_path / "noise"), rir_dir=str(tmp_path / "rir"))
+    augmenter = WaveformAugmenter(cfg, RATE)
+    hummed = 0
+    for seed in range(12):
+        out, _ = augmenter(speech, torch.Generator().manual_seed(seed))
+        hummed += band_energy(out, 40, 60) > 0.3 * band_energy(out, 0, RATE / 2)
+    assert 2 <= hummed <= 11  # about half the noises come from the folder
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda d: d / "missing", "not a folder"),
+    (lambda d: d, "no audio files"),
+    (lambda d: (d / "bad.wav").write_bytes(b"RIFF not really") and d, "cannot read audio"),
+])
+def test_a_bad_noise_folder_is_one_clear_error(tmp_path, make, message):
+    folder = make(tmp_path)
+    with pytest.raises(ConfigError, match=message) as caught:
+        AudioFolder(str(folder), "augment.noise_dir")
+    assert str(caught.value).startswith("augment.noise_dir") and "\n" not in str(caught.value)
