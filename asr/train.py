@@ -35,7 +35,9 @@ from asr.decoding import build_decoder
 from asr.distributed import (
     Distributed, any_rank, check_same_on_all_ranks, cleanup, from_main, init_distributed, latest_checkpoint_on_all_ranks,
 )
-from asr.train_data import drop_infeasible, read_utterances, shared_extractor, shared_tokenizer
+from asr.train_data import (
+    drop_infeasible, initial_model, load_initial_weights, read_utterances, shared_extractor, shared_tokenizer, with_features_of,
+)
 from asr.train_step import train_step
 from asr.train_setup import (
     Silent, attach_file_log, grad_scaler, ignore_sigint, lr_factor, open_step_log, resolve_device, resolve_precision, restore_rng_state,
@@ -83,8 +85,6 @@ def train(cfg: TrainConfig) -> Path:
         logging.getLogger("asr").setLevel(logging.WARNING)
     try:
         log.info("output directory: %s (%d process%s)", out_dir.resolve(), info.world_size, "es" * info.enabled)
-        if info.is_main:
-            (out_dir / "config.yaml").write_text(to_yaml(cfg))
         return Trainer(cfg, out_dir, info).run()
     finally:
         if file_log is not None:
@@ -97,6 +97,14 @@ class Trainer:
     """Holds the state of one training run; ``run()`` drives it epoch by epoch."""
 
     def __init__(self, cfg: TrainConfig, out_dir: Path, info: Distributed = Distributed()):
+        found = latest_checkpoint_on_all_ranks(out_dir / CHECKPOINT_DIR, info) if cfg.trainer.resume else None
+        resume_path, resume = found if found else (None, None)
+        init = initial_model(cfg.trainer.init_from, out_dir) if resume is None and cfg.trainer.init_from else None
+        start = resume or init  # the checkpoint whose tokenizer and features this run keeps
+        if start is not None:
+            cfg = with_features_of(cfg, start)
+        if info.is_main:
+            (out_dir / "config.yaml").write_text(to_yaml(cfg))
         self.cfg, self.out_dir, self.dist = cfg, out_dir, info
         self.accumulate = cfg.trainer.grad_accum_steps
         self.device = resolve_device(cfg.trainer.device, info.local_rank, info.world_size)
@@ -107,15 +115,15 @@ class Trainer:
         torch.manual_seed(cfg.trainer.seed)
         self.bad_lines: list[str] = []  # manifest lines skipped (data.skip_bad)
         self.bad_utterances: set[int] = set()  # training utterances whose audio was unusable
-        found = latest_checkpoint_on_all_ranks(out_dir / CHECKPOINT_DIR, info) if cfg.trainer.resume else None
-        resume_path, resume = found if found else (None, None)
-
         problems = self.bad_lines if cfg.data.skip_bad else None
         train_utts = read_utterances(cfg.data.train_manifest, "train", cfg.data, problems, drop_long=True)
         dev_utts = read_utterances(cfg.data.dev_manifest, "dev", cfg.data, problems, drop_long=False)
-        self.tokenizer = shared_tokenizer(cfg, resume, train_utts, info)
-        self.extractor = shared_extractor(cfg, resume, train_utts, info)
-        self.model = AcousticModel(cfg.model, self.extractor.dim, self.tokenizer.vocab_size).to(self.device)
+        self.tokenizer = shared_tokenizer(cfg, start, train_utts, info)
+        self.extractor = shared_extractor(cfg, start, train_utts, info)
+        self.model = AcousticModel(cfg.model, self.extractor.dim, self.tokenizer.vocab_size)
+        if init is not None:
+            load_initial_weights(self.model, init, cfg.trainer.init_from)
+        self.model.to(self.device)
         if cfg.trainer.compile:
             self.model.compile_non_recurrent()
         self.train_model = self.model  # what training steps call: the DDP wrapper with several processes

@@ -10,7 +10,8 @@ import torch
 from asr.checkpoint import load_checkpoint
 from asr.config import load_train_config
 from asr.train import lr_factor, train
-from conftest import tiny_config
+from asr.errors import ConfigError
+from conftest import tiny_config, tiny_overrides
 from asr.transcribe import Recognizer
 
 
@@ -98,3 +99,48 @@ def test_transcription_is_independent_of_container_and_batching(trained_tiny, tm
     assert [t.text for t in files[:2]] == [expected, expected]
     assert recognizer.transcribe_waveforms([torch.from_numpy(samples)]) == [expected]
     assert recognizer.transcribe_files([tmp_path / "copy.mp3"])[0].text.strip()  # lossy, but decodes
+
+
+def test_init_from_starts_with_the_given_weights_tokenizer_and_features(trained_tiny, tmp_path):
+    """Fine-tuning: the run takes the initial model's tokenizer and 8 kHz features (the config
+    asks for 16 kHz) and its first loss is the trained model's, far below a fresh model's."""
+    model_path, manifest, _ = trained_tiny
+    overrides = [o for o in tiny_overrides(manifest, tmp_path / "ft", epochs=1) if not o.startswith("features=")]
+    fine = train(load_train_config([*overrides, f"trainer.init_from={model_path}", "optim.lr=0.0001"]))
+    fresh = train(load_train_config([*overrides, "features=logmel40_8k", f"trainer.output_dir={tmp_path / 'fresh'}"]))
+    first_loss = lambda path: float((path.parent / "steps.tsv").read_text().splitlines()[1].split("\t")[1])  # noqa: E731
+    assert first_loss(fine) < 0.1 * first_loss(fresh)
+    start, tuned = load_checkpoint(model_path), load_checkpoint(fine)
+    assert tuned["tokenizer"] == start["tokenizer"] and tuned["features"]["config"] == start["features"]["config"]
+    assert torch.equal(tuned["features"]["mean"], start["features"]["mean"])
+    assert "sample_rate: 8000" in (fine.parent / "config.yaml").read_text()
+    changed = [k for k, v in start["model"]["state_dict"].items() if not torch.equal(v, tuned["model"]["state_dict"][k])]
+    assert changed  # it trained: fresh optimizer, the weights moved on
+    assert Recognizer.load(fine, "cpu").evaluate(manifest).cer <= 5.0
+
+
+def test_init_from_a_model_of_another_shape_is_one_clear_error(trained_tiny, tmp_path):
+    model_path, manifest, _ = trained_tiny
+    overrides = tiny_overrides(manifest, tmp_path / "ft", epochs=1)
+    with pytest.raises(ConfigError) as caught:
+        train(load_train_config([*overrides, f"trainer.init_from={model_path}", "model.hidden_size=96"]))
+    assert str(caught.value) == (f"trainer.init_from={model_path}: its weights do not fit the model config: "
+                                 "model.hidden_size=96 (the checkpoint has 64)")
+    assert not (tmp_path / "ft" / "model.pt").exists()
+
+
+def test_init_from_never_overwrites_the_model_it_starts_from(trained_tiny, tmp_path):
+    import shutil
+
+    model_path, manifest, _ = trained_tiny
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copy(model_path, out / "model.pt")
+    before = (out / "model.pt").read_bytes()
+    overrides = tiny_overrides(manifest, out, epochs=1)
+    with pytest.raises(ConfigError, match="is this run's own output"):
+        train(load_train_config([*overrides, f"trainer.init_from={out / 'model.pt'}"]))
+    assert (out / "model.pt").read_bytes() == before
+    for bad in (tmp_path / "missing.pt", manifest):
+        with pytest.raises(ConfigError, match=f"^trainer.init_from={bad}: "):
+            train(load_train_config([*overrides, f"trainer.init_from={bad}"]))

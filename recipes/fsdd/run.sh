@@ -8,7 +8,9 @@
 # FSDD_SPLIT=speaker for the speaker-held-out split (train on four speakers, test on the fifth;
 # kept apart in data-speaker/ and exp-speaker/); FSDD_SIZE (connected training strings, default
 # 2000; dev and test scale with it); FSDD_CONFIG (the conf/ file to train with, default fsdd;
-# fsdd_stream trains chunk-aware for `asr stream`, use a fresh exp/).
+# fsdd_stream trains chunk-aware for `asr stream`, use a fresh exp/); FSDD_INIT=MODEL fine-tunes MODEL
+# (e.g. ../synth/exp/model.pt, the default job's model of many synthetic voices) instead of training
+# from scratch (config fsdd_finetune, in exp-ft/ or exp-speaker-ft/).
 set -euo pipefail
 cd "$(dirname "$0")"
 FSDD_DIR="${FSDD_DIR:-../../../shared/data/fsdd}"
@@ -16,9 +18,15 @@ corpus=fsdd data=data exp=exp
 if [ "${FSDD_SPLIT:-take}" = speaker ]; then
   corpus=fsdd-speaker data=data-speaker exp=exp-speaker
 fi
+config="${FSDD_CONFIG:-fsdd}"
+if [ -n "${FSDD_INIT:-}" ]; then
+  [ -f "$FSDD_INIT" ] || { echo "run.sh: FSDD_INIT=$FSDD_INIT: model not found" >&2; exit 1; }
+  init="$(realpath "$FSDD_INIT")" exp=$exp-ft config="${FSDD_CONFIG:-fsdd_finetune}"
+fi
 source ../stages.sh
 source ../pipeline.sh
-config="${FSDD_CONFIG:-fsdd}" train_set=train dev_set=dev test_sets=(isolated_test connected_test)
+if [ -n "${init:-}" ]; then overrides+=("trainer.init_from=$init"); fi
+train_set=train dev_set=dev test_sets=(isolated_test connected_test)
 
 prepare() {
   asr prepare "$corpus" "$data" --data-dir "$FSDD_DIR" ${FSDD_SIZE:+--size "$FSDD_SIZE"}
