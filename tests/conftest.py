@@ -32,15 +32,18 @@ def write_audio(path: Path, seconds: float = 1.0, rate: int = 16000, channels: i
     return path
 
 
-def speak(text: str, path: Path, voice: str = "en-us", rate: int = 160) -> Path:
-    """espeak-ng speech at 16 kHz; skips the test when espeak-ng is not installed."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed")
+def speak(text: str, path: Path, voice=None, rate: float = 1.0) -> Path:
+    """Synthesized speech at 16 kHz (espeak-ng's en-us unless ``voice`` names another
+    :class:`asr.corpora.voices.Voice`); skips the test when the engine is not installed."""
     from asr.corpora.synth import SynthItem, synthesize
+    from asr.corpora.voices import Request, espeak_voice
 
+    voice = voice or espeak_voice("en-us", "m3")
+    if shutil.which(voice.engine) is None:
+        pytest.skip(f"{voice.engine} is not installed")
     path.parent.mkdir(parents=True, exist_ok=True)
-    synthesize(SynthItem("test", path.stem, text, voice, rate, 50), path)
-    return path
+    [utt] = synthesize([SynthItem("test", path.stem, Request(voice, text, rate))], path.parent)
+    return utt.audio_filepath
 
 
 @pytest.fixture

@@ -6,8 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 
-# libportaudio2: microphone input; pulseaudio(-utils): the virtual microphone the tests record from
-packages=(espeak-ng libsndfile1 libportaudio2 pulseaudio pulseaudio-utils)
+# espeak-ng, flite, festival and its voices: the synthesizers of the default corpus; libportaudio2:
+# microphone input; pulseaudio(-utils): the virtual microphone the tests record from
+packages=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts libsndfile1 libportaudio2
+          pulseaudio pulseaudio-utils)
 "$PYTHON" -c "import ensurepip, venv" 2>/dev/null || packages+=(python3-venv)
 missing=()
 for p in "${packages[@]}"; do

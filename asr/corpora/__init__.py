@@ -15,6 +15,7 @@ PREPARERS = {
     "yesno": "asr.corpora.yesno:prepare_yesno",
     "fsdd": "asr.corpora.fsdd:prepare_fsdd",
     "fsdd-speaker": "asr.corpora.fsdd:prepare_fsdd_speaker",
+    "fsdd-clips": "asr.corpora.fsdd:prepare_fsdd_clips",
     "an4": "asr.corpora.an4:prepare_an4",
     "librispeech": "asr.corpora.librispeech:prepare_librispeech",
     "commonvoice": "asr.corpora.commonvoice:prepare_commonvoice",

@@ -160,3 +160,12 @@ def prepare_fsdd_speaker(
     for name, chosen in groups.items():
         paths.update(_write_split(out_dir, name, chosen, counts[name], rng))
     return paths
+
+
+def prepare_fsdd_clips(data_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """Every clip as one isolated-digit manifest (``fsdd_clips.jsonl``): real voices for
+    measuring a model trained on other speech (the default job's, on synthetic voices)."""
+    clips = find_clips(data_dir)
+    utts = [Utterance(c.path, c.duration, DIGIT_WORDS[c.digit]) for c in clips]
+    log.info("fsdd clips: %d from %d speakers", len(utts), len({c.speaker for c in clips}))
+    return {"fsdd_clips": write_manifest(Path(out_dir) / "fsdd_clips.jsonl", utts)}

@@ -1,16 +1,17 @@
-"""The embedded default corpus: multi-voice English speech synthesized with espeak-ng.
+"""The embedded default corpus: multi-voice English speech from three speech synthesizers.
 
-Transcripts come from a small grammar owned here (digit strings, times, dates, short
-commands). Voices are espeak-ng accents combined with voice variants; the variants used for
-dev and test never occur in training, so the test set measures generalization to new voices.
+Transcripts come from a small grammar owned here (digits alone and in strings, times, dates,
+short commands). Voices come from espeak-ng (accents x variants), flite and festival
+(:mod:`asr.corpora.voices`), each utterance at its own random speaking rate and pitch. Whole
+voices are held out: dev and test speak with espeak-ng variants never heard in training, and
+test also with flite's rms, a real man's voice no training voice shares, so the test set
+measures generalization to new voices.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import shutil
-import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,17 +21,34 @@ import soundfile as sf
 from tqdm import tqdm
 
 from asr.audio import load_audio
+from asr.corpora.voices import ESPEAK_ACCENTS, FESTIVAL_VOICES, FLITE_VOICES, Request, Voice, espeak_voice, require_engines, speak
 from asr.data import Utterance, write_manifest
-from asr.errors import AsrError
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc"]
 TRAIN_VARIANTS = ["m1", "m2", "m3", "m5", "m7", "f1", "f2", "f4", "klatt", "klatt3"]
 DEV_VARIANTS = ["m6", "f5"]
 TEST_VARIANTS = ["m4", "f3", "klatt2"]
+TEST_SPEAKERS = {"rms"}  # the real voice held out for test (flite's rms)
 SPLIT_SHARES = {"train": 0.84, "dev": 0.06, "test": 0.10}
+# per split, (share of its utterances, the voices they are spoken in): espeak-ng voices are an
+# accent with a variant; whole speakers of flite and festival stay on one side
+SPLIT_VOICES: dict[str, list[tuple[float, list[Voice]]]] = {
+    "train": [
+        (0.55, [espeak_voice(a, v) for a in ESPEAK_ACCENTS for v in TRAIN_VARIANTS]),
+        (0.25, [v for v in FLITE_VOICES if v.speaker not in TEST_SPEAKERS]),
+        (0.20, [v for v in FESTIVAL_VOICES if v.speaker not in TEST_SPEAKERS]),
+    ],
+    "dev": [(1.0, [espeak_voice(a, v) for a in ESPEAK_ACCENTS for v in DEV_VARIANTS])],
+    "test": [
+        (0.75, [espeak_voice(a, v) for a in ESPEAK_ACCENTS for v in TEST_VARIANTS]),
+        (0.25, [v for v in FLITE_VOICES if v.speaker in TEST_SPEAKERS]),
+    ],
+}
+RATE_RANGE = (0.8, 1.25)  # speaking rate, relative to each voice's own
+PITCH_RANGE = (0.8, 1.25)  # mean F0, relative to each voice's own (where the engine can set it)
+WORD_GAPS = [0, 0, 0, 1, 2, 4, 8]  # espeak-ng pauses between words, 10 ms units
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 HOURS = DIGITS[1:] + ["ten", "eleven", "twelve"]
@@ -59,7 +77,10 @@ TEMPLATES = [
 
 
 def digit_string(r: random.Random) -> str:
-    return " ".join(r.choice(DIGITS) for _ in range(r.randint(3, 7)))
+    """One digit alone (30 %), two (15 %) or a string of 3-7 (55 %)."""
+    u = r.random()
+    count = 1 if u < 0.30 else 2 if u < 0.45 else r.randint(3, 7)
+    return " ".join(r.choice(DIGITS) for _ in range(count))
 
 
 def time_phrase(r: random.Random) -> str:
@@ -82,7 +103,7 @@ def sentence(r: random.Random) -> str:
 
 
 def random_transcript(r: random.Random) -> str:
-    """One utterance of the grammar: 30 % digit strings, 15 % times, 15 % dates, 40 % commands."""
+    """One utterance of the grammar: 30 % digits, 15 % times, 15 % dates, 40 % commands."""
     kind = r.random()
     if kind < 0.30:
         return digit_string(r)
@@ -93,60 +114,61 @@ def random_transcript(r: random.Random) -> str:
     return sentence(r)
 
 
+
 @dataclass(frozen=True)
 class SynthItem:
     split: str
     key: str
-    text: str
-    voice: str
-    rate: int  # words per minute
-    pitch: int  # 0-99
+    request: Request
 
 
 def plan_corpus(num_utterances: int, seed: int) -> list[SynthItem]:
     """Decide text, voice, rate and pitch of every utterance (deterministic in ``seed``)."""
     r = random.Random(seed)
-    variants = {"train": TRAIN_VARIANTS, "dev": DEV_VARIANTS, "test": TEST_VARIANTS}
     items = []
     for split, share in SPLIT_SHARES.items():
+        groups = SPLIT_VOICES[split]
         for n in range(max(1, round(num_utterances * share))):
-            voice = f"{r.choice(ACCENTS)}+{r.choice(variants[split])}"
-            items.append(SynthItem(split, f"{split}-{n:05d}", random_transcript(r), voice, r.randint(130, 190), r.randint(30, 70)))
+            voices = r.choices([g for _, g in groups], weights=[w for w, _ in groups])[0]
+            voice = r.choice(voices)
+            request = Request(voice, random_transcript(r), round(r.uniform(*RATE_RANGE), 3),
+                              round(r.uniform(*PITCH_RANGE), 3), r.choice(WORD_GAPS) if voice.engine == "espeak-ng" else 0)
+            items.append(SynthItem(split, f"{split}-{n:05d}", request))
     return items
 
 
-def synthesize(item: SynthItem, path: Path) -> float:
-    """Speak ``item`` with espeak-ng into a 16 kHz WAV at ``path``; returns its duration."""
-    with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
-        cmd = ["espeak-ng", "-v", item.voice, "-s", str(item.rate), "-p", str(item.pitch), "-w", tmp.name, item.text]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise AsrError(f"espeak-ng failed for voice {item.voice}: {done.stderr.strip()}")
-        waveform = load_audio(tmp.name, SAMPLE_RATE)
-    sf.write(path, waveform.numpy(), SAMPLE_RATE, subtype="PCM_16")
-    return waveform.shape[0] / SAMPLE_RATE
+def synthesize(items: list[SynthItem], wav_dir: Path) -> list[Utterance]:
+    """Speak ``items`` into 16 kHz WAVs ``<wav_dir>/<key>.wav``; returns their utterances."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = [Path(tmp) / f"{item.key}.wav" for item in items]
+        speak([item.request for item in items], raw)
+        utts = []
+        for item, source in zip(items, raw):
+            waveform = load_audio(source, SAMPLE_RATE)
+            path = wav_dir / f"{item.key}.wav"
+            sf.write(path, waveform.numpy(), SAMPLE_RATE, subtype="PCM_16")
+            utts.append(Utterance(path, waveform.shape[0] / SAMPLE_RATE, item.request.text))
+    return utts
 
 
 def prepare_synth(out_dir: str | Path, size: int = 3000, seed: int = 0, workers: int = 4) -> dict[str, Path]:
     """Generate the corpus under ``out_dir`` (wav/ and {train,dev,test}.jsonl); returns the
     manifests. Existing complete manifests are kept (the marker is the manifest itself)."""
-    if shutil.which("espeak-ng") is None:
-        raise AsrError("espeak-ng is not installed (Debian: apt-get install espeak-ng)")
+    items = plan_corpus(size, seed)
+    require_engines([item.request.voice for item in items])
     out_dir = Path(out_dir)
     wav_dir = out_dir / "wav"
     wav_dir.mkdir(parents=True, exist_ok=True)
-    items = plan_corpus(size, seed)
-
-    def run(item: SynthItem) -> Utterance:
-        path = wav_dir / f"{item.key}.wav"
-        return Utterance(path, synthesize(item, path), item.text)
-
+    chunks = [items[i : i + 25] for i in range(0, len(items), 25)]  # festival loads its voices once per chunk
     with ThreadPoolExecutor(workers) as pool:
-        utts = list(tqdm(pool.map(run, items), total=len(items), desc="espeak-ng", leave=False, disable=None))
+        done = pool.map(lambda chunk: synthesize(chunk, wav_dir), chunks)
+        utts = [u for chunk in tqdm(done, total=len(chunks), desc="synthesizing", leave=False, disable=None) for u in chunk]
     manifests = {}
     for split in SPLIT_SHARES:
         chosen = [u for u, item in zip(utts, items) if item.split == split]
         manifests[split] = write_manifest(out_dir / f"{split}.jsonl", chosen)
         log.info("synth %s: %d utterances, %.1f minutes", split, len(chosen), sum(u.duration for u in chosen) / 60)
-    (out_dir / "voices.txt").write_text("".join(f"{i.key}\t{i.voice}\t{i.rate}\t{i.pitch}\n" for i in items))
+    (out_dir / "voices.txt").write_text("key\tengine\tvoice\trate\tpitch\tword_gap\n" + "".join(
+        f"{i.key}\t{i.request.voice.engine}\t{i.request.voice.name}\t{i.request.rate}\t{i.request.pitch}\t"
+        f"{i.request.word_gap}\n" for i in items))
     return manifests
