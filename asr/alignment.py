@@ -11,7 +11,9 @@ spans alone place a word's edges badly (a whole-word token may fire at the word'
 letter well before it). Given the waveform, :func:`refine_edges` keeps the spans as anchors and
 moves each word's edges to where the speech around its anchor starts and stops (10 ms frame
 energy against a threshold set per utterance); where two words run together with no pause, the
-border goes to the quietest frame between their anchors.
+border goes to the quietest frame between their anchors. An anchor that fell into a pause (on
+voices the model never heard, a token may fire after its word has ended) is first moved onto
+the nearest speech.
 """
 
 from __future__ import annotations
@@ -83,6 +85,26 @@ def speech_frames(energy_db: torch.Tensor, range_db: float = SPEECH_RANGE_DB) ->
     return smoothed > loud - range_db
 
 
+def snap_to_speech(anchors: list[tuple[int, int]], speech: list[bool], max_shift: int) -> list[tuple[int, int]]:
+    """Anchors with no speech frame in them (a CTC spike in the pause after its word, which a
+    model does on voices it has not heard) moved onto the nearest speech frame, at most
+    ``max_shift`` frames away and never past a neighbour's anchor; before the anchor on a tie,
+    since a CTC token fires late rather than early."""
+    snapped = list(anchors)
+    for i, (a, b) in enumerate(anchors):
+        if any(speech[a:b]):
+            continue
+        low = max(snapped[i - 1][1] if i else 0, a - max_shift)
+        high = min(anchors[i + 1][0] if i + 1 < len(anchors) else len(speech), b + max_shift)
+        before = next((j for j in range(a - 1, low - 1, -1) if speech[j]), None)
+        after = next((j for j in range(b, high) if speech[j]), None)
+        if before is not None and (after is None or a - before <= after - b + 1):
+            snapped[i] = (before, before + 1)
+        elif after is not None:
+            snapped[i] = (after, after + 1)
+    return snapped
+
+
 def refine_edges(
     anchors: list[tuple[int, int]], energy_db: torch.Tensor, max_shift: int
 ) -> list[tuple[int, int]]:
@@ -94,6 +116,7 @@ def refine_edges(
     moves at most ``max_shift`` frames and never past a neighbour's anchor."""
     speech = speech_frames(energy_db).tolist()
     n = len(speech)
+    anchors = snap_to_speech(anchors, speech, max_shift)
     edges = [[a, b] for a, b in anchors]
     for i, (a, b) in enumerate(anchors):
         if i == 0:  # the first word starts where the speech around its anchor starts
