@@ -144,6 +144,9 @@ class AcousticModel(nn.Module):
         out_lengths = self.output_lengths(lengths.cpu())
         if self.training and self.cfg.train_chunk_frames > 0 and self.cfg.bidirectional:
             return self._chunked_forward(x, out_lengths), out_lengths.to(x.device)
+        given = x.shape[1]
+        if not x.is_cuda and self.packed is not True and not bool((out_lengths >= given).all()):
+            x = F.pad(x, (0, 0, 0, -given % SHAPE_STEPS))  # see SHAPE_STEPS
         batch, frames, _ = x.shape
         steps = torch.arange(frames)
         lengths = out_lengths.clamp(max=frames)
@@ -164,7 +167,7 @@ class AcousticModel(nn.Module):
                 if layer < len(self.between):
                     x = self._between_valid(layer, x, None if unpadded else valid)
         scores = _compiled_scores() if self.compiled else _scores
-        log_probs = scores(self.classifier, self.dropout(x), valid)
+        log_probs = scores(self.classifier, self.dropout(x), valid)[:, :given]
         return log_probs, out_lengths.to(log_probs.device, non_blocking=True)
 
     def compile_non_recurrent(self) -> None:
@@ -270,6 +273,12 @@ class AcousticModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+# A padded CPU batch is padded further, to a multiple of this many steps: oneDNN builds and keeps
+# a kernel (1-3 MB each, measured) for every new (batch, steps) shape, so with every length its
+# own shape a training run's memory grows without bound.
+SHAPE_STEPS = 8
 
 
 def _scores(classifier: nn.Linear, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
