@@ -7,6 +7,9 @@
 # errors in exp/<set>[.lm].errors.jsonl, 4 transcribe an example file with word timestamps.
 # Stage 5 runs only when asked (--stage 5 --stop-stage 5): train a character-RNN LM on the training
 # text (exp/charlm.pt), tune its weights on dev, score test with it (exp/test.charlm.wer).
+# Stage 3 also scores real people saying digits when the Free Spoken Digit Dataset is beside the
+# project (FSDD_DIR, default ../shared/data/fsdd): all its clips, voices the model never heard
+# (exp/fsdd_clips[.lm].wer); they never enter training.
 # Environment: SYNTH_SIZE (utterances to generate, default 3000); SYNTH_CONFIG (the conf/ file to
 # train with, default synth; synth_stream trains chunk-aware for `asr stream`, use a fresh exp/).
 set -euo pipefail
@@ -15,9 +18,12 @@ DEFAULT_STOP_STAGE=4
 source ../stages.sh
 source ../pipeline.sh
 config="${SYNTH_CONFIG:-synth}" data=data train_set=train dev_set=dev test_sets=(dev test)
+FSDD_DIR="${FSDD_DIR:-../../../shared/data/fsdd}"
+if [ -d "$FSDD_DIR/recordings" ]; then test_sets+=(fsdd_clips); fi
 
 generate() {
   asr prepare synth data --size "${SYNTH_SIZE:-3000}"
+  if [ -d "$FSDD_DIR/recordings" ]; then asr prepare fsdd-clips data --data-dir "$FSDD_DIR"; fi
 }
 
 example() {
@@ -40,5 +46,9 @@ run_stage 4 example example
 run_stage 5 charlm charlm
 echo "held-out-voice test set, greedy: $(tail -n 1 exp/test.wer 2>/dev/null || echo 'not scored yet')"
 echo "held-out-voice test set, beam + LM: $(tail -n 1 exp/test.lm.wer 2>/dev/null || echo 'not scored yet')"
+if [ -f exp/fsdd_clips.wer ]; then
+  echo "real people saying digits (FSDD, never heard), greedy: $(tail -n 1 exp/fsdd_clips.wer)"
+  echo "real people saying digits (FSDD, never heard), beam + LM: $(tail -n 1 exp/fsdd_clips.lm.wer)"
+fi
 [ -f exp/test.charlm.wer ] && echo "held-out-voice test set, beam + char-RNN LM: $(tail -n 1 exp/test.charlm.wer)"
 true
