@@ -18,7 +18,6 @@ from typing import Callable, List, Optional
 
 import torch
 import torchaudio.functional as AF
-from scipy.fft import next_fast_len
 
 from asr.audio import audio_info, load_audio
 from asr.errors import AudioError, ConfigError
@@ -95,9 +94,26 @@ def add_noise(speech: torch.Tensor, noise: torch.Tensor, snr_db: float) -> torch
     return AF.add_noise(speech.unsqueeze(0), noise.unsqueeze(0), torch.tensor([float(snr_db)]))[0]
 
 
+def fast_fft_length(n: int) -> int:
+    """The smallest length >= ``n`` whose only prime factors are 2, 3 and 5 (an FFT of a length
+    with a large prime factor is many times slower)."""
+    best = 1 << max(0, (n - 1).bit_length())
+    power5 = 1
+    while power5 < best:
+        power35 = power5
+        while power35 < best:
+            length = power35
+            while length < n:
+                length *= 2
+            best = min(best, length)
+            power35 *= 3
+        power5 *= 5
+    return best
+
+
 def coloured_noise(length: int, exponent: float, generator: torch.Generator) -> torch.Tensor:
     """(length,) Gaussian noise whose power falls as 1/f^exponent (0 white, 1 pink, 2 brown)."""
-    n = next_fast_len(length, real=True)  # a length with small prime factors: many times faster
+    n = fast_fft_length(length)  # a length with small prime factors: many times faster
     bins = n // 2 + 1  # white Gaussian noise's spectrum is complex Gaussian: drawn there directly
     spectrum = torch.complex(torch.randn(bins, generator=generator), torch.randn(bins, generator=generator))
     f = torch.arange(bins, dtype=torch.float32).clamp_min(1.0)
@@ -122,7 +138,7 @@ def reverberate(waveform: torch.Tensor, rir: torch.Tensor) -> torch.Tensor:
     """(T,) audio convolved with an impulse response (aligned at its strongest tap, cut to T,
     same energy as the dry audio)."""
     peak = int(rir.abs().argmax())
-    fast = next_fast_len(waveform.numel() + rir.numel() - 1, real=True)
+    fast = fast_fft_length(waveform.numel() + rir.numel() - 1)
     padded = torch.nn.functional.pad(waveform, (0, fast - waveform.numel() - rir.numel() + 1))
     wet = AF.fftconvolve(padded, rir)[peak : peak + waveform.numel()]
     return wet * (waveform.norm() / wet.norm().clamp_min(1e-8))
@@ -131,7 +147,7 @@ def reverberate(waveform: torch.Tensor, rir: torch.Tensor) -> torch.Tensor:
 def filter_response(waveform: torch.Tensor, sample_rate: int, *gains: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """(T,) audio through zero-phase filters whose amplitudes ``gain(frequencies_hz)`` give
     (several filters in one pass: one transform there and back)."""
-    n = next_fast_len(waveform.numel(), real=True)  # zero-padded to a length with small prime factors
+    n = fast_fft_length(waveform.numel())  # zero-padded to a length with small prime factors
     spectrum = torch.fft.rfft(waveform, n=n)
     frequencies = torch.fft.rfftfreq(n, 1 / sample_rate)
     for gain in gains:

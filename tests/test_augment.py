@@ -11,8 +11,8 @@ import torch
 
 from asr.audio import load_audio
 from asr.augment import (
-    AudioFolder, AugmentConfig, WaveformAugmenter, add_noise, band_limit, coloured_noise, equalize, frequency_warp,
-    reverberate, simulated_rir, spec_augment, speed_perturb,
+    AudioFolder, AugmentConfig, WaveformAugmenter, add_noise, band_limit, coloured_noise, equalize, fast_fft_length,
+    frequency_warp, reverberate, simulated_rir, spec_augment, speed_perturb,
 )
 from asr.errors import ConfigError
 from asr.features import FeatureConfig, FeatureExtractor
@@ -177,3 +177,15 @@ def test_a_bad_noise_folder_is_one_clear_error(tmp_path, make, message):
     with pytest.raises(ConfigError, match=message) as caught:
         AudioFolder(str(folder), "augment.noise_dir")
     assert str(caught.value).startswith("augment.noise_dir") and "\n" not in str(caught.value)
+
+
+def test_fast_fft_length_is_the_next_length_with_factors_2_3_5_only():
+    def smooth(m: int) -> bool:
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        return m == 1
+
+    for n in [*range(1, 400), 16001, 48000 * 7 + 1, 999_999]:
+        expected = next(m for m in range(n, 2 * n + 1) if smooth(m))
+        assert fast_fft_length(n) == expected, n
