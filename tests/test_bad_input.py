@@ -196,6 +196,9 @@ CONFIG_CASES = {
     "data.max_frames_per_batch=100": "data.max_frames_per_batch=100: smaller than one utterance",
     "trainer.epochs=0": "trainer.epochs=0: must be > 0",
     "model.cell=transformer": "model.cell",
+    "augment.noise_prob=1.5": "augment.noise_prob=1.5: must be in [0, 1]",
+    "augment.snr_range=[30,5]": "augment.snr_range=[30.0, 5.0]: must be [low, high] within [-20, 100] dB",
+    "trainer.init_from=missing.pt": "trainer.init_from=missing.pt: ",
 }
 
 
