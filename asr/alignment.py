@@ -11,9 +11,10 @@ spans alone place a word's edges badly (a whole-word token may fire at the word'
 letter well before it). Given the waveform, :func:`refine_edges` keeps the spans as anchors and
 moves each word's edges to where the speech around its anchor starts and stops (10 ms frame
 energy against a threshold set per utterance); where two words run together with no pause, the
-border goes to the quietest frame between their anchors. An anchor that fell into a pause (on
-voices the model never heard, a token may fire after its word has ended) is first moved onto
-the nearest speech.
+border goes to the quietest frame between their anchors. On voices the model never heard a
+token may fire outside its word: an anchor that fell into a pause is first moved onto the
+nearest speech, an anchor that began in the tail of the word before it starts at its own speech
+after the pause, and one that began in a pause starts where the pause ends.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def _word_groups(spans: list[AF.TokenSpan], tokenizer: Tokenizer) -> list[list[A
 ENERGY_BLOCK_SECONDS = 0.01  # edges are placed on a 10 ms grid
 SPEECH_RANGE_DB = 35.0  # frames within this of the utterance's loud frames count as speech
 MAX_EDGE_SHIFT_SECONDS = 1.0  # how far an edge may move from its anchor
+MIN_WORD_SECONDS = 0.1  # speech between pauses at least this long, reaching within
+WORD_RANGE_DB = 20.0  # this of the loud frames, may be a word of its own
 
 
 def block_energy_db(waveform: torch.Tensor, block: int) -> torch.Tensor:
@@ -105,6 +108,38 @@ def snap_to_speech(anchors: list[tuple[int, int]], speech: list[bool], max_shift
     return snapped
 
 
+def speech_runs(speech: list[bool]) -> list[tuple[int, int]]:
+    """``[start, end)`` of each run of consecutive speech frames."""
+    runs, start = [], None
+    for i, is_speech in enumerate([*speech, False]):
+        if is_speech and start is None:
+            start = i
+        elif not is_speech and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
+
+
+def trim_to_own_speech(anchors: list[tuple[int, int]], speech: list[bool], loud: list[bool],
+                       min_run: int) -> list[tuple[int, int]]:
+    """Anchors whose first token fired in the speech of the word before (the anchor starts in
+    the run of speech where the previous anchor ends, then crosses a pause into speech of its
+    own) start at that speech instead: a model on an unheard voice fires a word's first letter
+    early, in the tail of the word before it."""
+    runs = [(start, end) for start, end in speech_runs(speech) if end - start >= min_run and any(loud[start:end])]
+    trimmed = list(anchors)
+    for i in range(1, len(anchors)):
+        a, b = trimmed[i]
+        previous_end = trimmed[i - 1][1] - 1
+        shared = next((r for r in speech_runs(speech) if r[0] <= a < r[1] and r[0] <= previous_end < r[1]), None)
+        if shared is None:
+            continue
+        own = next((start for start, _ in runs if shared[1] <= start < b), None)
+        if own is not None:
+            trimmed[i] = (own, b)
+    return trimmed
+
+
 def refine_edges(
     anchors: list[tuple[int, int]], energy_db: torch.Tensor, max_shift: int
 ) -> list[tuple[int, int]]:
@@ -117,6 +152,9 @@ def refine_edges(
     speech = speech_frames(energy_db).tolist()
     n = len(speech)
     anchors = snap_to_speech(anchors, speech, max_shift)
+    loud = speech_frames(energy_db, WORD_RANGE_DB).tolist()
+    min_run = round(MIN_WORD_SECONDS / ENERGY_BLOCK_SECONDS)
+    anchors = trim_to_own_speech(anchors, speech, loud, min_run)
     edges = [[a, b] for a, b in anchors]
     for i, (a, b) in enumerate(anchors):
         if i == 0:  # the first word starts where the speech around its anchor starts
@@ -136,6 +174,8 @@ def refine_edges(
             k = nxt
             while k > max(j, nxt - max_shift) and speech[k - 1]:
                 k -= 1
+            while k < anchors[i + 1][1] - 1 and not speech[k]:  # its anchor began in the pause
+                k += 1
             edges[i][1], edges[i + 1][0] = j, k
         else:  # no pause: split at the quietest frame between the anchors
             gap = energy_db[b:nxt]

@@ -75,6 +75,25 @@ def test_a_spike_in_the_pause_after_its_word_is_moved_onto_the_word():
     assert abs(edges[0][0] - 20) <= 2 and abs(edges[0][1] - 50) <= 2, edges
 
 
+def test_a_word_whose_first_letter_fired_early_starts_at_its_own_speech():
+    """Three words as bursts between pauses. The second word's anchor began inside the first
+    burst, the third's in the pause before its burst (a model on an unheard voice fires a word's
+    first letter early): each word must get its own burst's edges."""
+    rate, block = 8000, 80
+    generator = torch.Generator().manual_seed(2)
+    waveform = 1e-5 * torch.randn(2 * rate, generator=generator)
+    for start, end in [(0.20, 0.50), (0.70, 0.95), (1.30, 1.60)]:
+        waveform[int(start * rate): int(end * rate)] += 0.5 * torch.randn(int((end - start) * rate), generator=generator)
+    anchors = [(25, 35), (45, 90), (110, 150)]
+    edges = refine_edges(anchors, block_energy_db(waveform, block), max_shift=100)
+    truth = [(20, 50), (70, 95), (130, 160)]
+    assert all(abs(a - ta) <= 2 and abs(b - tb) <= 2 for (a, b), (ta, tb) in zip(edges, truth)), edges
+    # a quiet stretch after a pause (a breath, 30 dB below the words) is not the word's own speech
+    waveform[int(0.70 * rate): int(0.95 * rate)] *= 10 ** (-30 / 20)
+    edges = refine_edges(anchors, block_energy_db(waveform, block), max_shift=100)
+    assert edges[1][0] < 50, edges
+
+
 def test_segments_break_at_pauses_and_length():
     words = [WordTiming("one", 0.0, 0.3, 1.0), WordTiming("two", 0.4, 0.7, 1.0), WordTiming("three", 2.0, 2.4, 1.0)]
     segments = segment_words(words, max_gap=0.8)
