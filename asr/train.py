@@ -232,13 +232,13 @@ class Trainer:
             self.writer.add_scalar("dev/cer", result.dev_cer, self.step)
             self.writer.add_scalar("train/frames_per_s", result.frames_per_second, self.step)
             self.writer.add_scalar("train/data_wait", result.data_wait, self.step)
-            if (result.dev_wer, result.dev_cer) < self.best:
-                self.best, self.bad_epochs = (result.dev_wer, result.dev_cer), 0
+            score = (result.dev_wer, result.dev_cer)
+            self.bad_epochs = 0 if score < self.best else self.bad_epochs + 1
+            if score <= self.best:  # on a tie, the model trained longer is kept
+                self.best = score
                 if self.dist.is_main:
                     save_checkpoint(inference_state(self.model, self.extractor, self.tokenizer), model_path)
                 log.info("new best model (dev WER %.2f): %s", result.dev_wer, model_path)
-            else:
-                self.bad_epochs += 1
             self._save_checkpoint()
             if self.cfg.trainer.patience and self.bad_epochs >= self.cfg.trainer.patience:
                 log.info("early stopping: no dev WER improvement for %d epochs", self.bad_epochs)
