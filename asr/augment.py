@@ -41,6 +41,11 @@ class AugmentConfig:
     # vocal-tract-length perturbation: the spectrum's frequency axis scaled by 1 ± vtlp_range
     vtlp_prob: float = 0.0
     vtlp_range: float = 0.1
+    # silence at the edges: up to edge_silence seconds of digital silence before and after the
+    # speech (then covered by the noise, when noise is drawn), as a voice-activity detector leaves
+    # around each segment it hands to the recognizer
+    edge_silence_prob: float = 0.0
+    edge_silence: float = 0.6
     # room reverberation: simulated rooms (exponentially decaying noise after the direct sound) with
     # a reverberation time in rt60_range seconds, or, with rir_dir, half the time a real impulse response
     reverb_prob: float = 0.0
@@ -291,6 +296,9 @@ class WaveformAugmenter:
         waveform = speed_perturb(waveform, round(speed, 2), rate)
         if _happens(ramp * cfg.vtlp_prob, g):
             warp *= _uniform(1 - cfg.vtlp_range, 1 + cfg.vtlp_range, g)
+        if _happens(ramp * cfg.edge_silence_prob, g):
+            before, after = (int(_uniform(0, cfg.edge_silence, g) * rate) for _ in range(2))
+            waveform = torch.nn.functional.pad(waveform, (before, after))
         if _happens(ramp * cfg.reverb_prob, g):
             waveform = reverberate(waveform, self._rir(g))
         if _happens(ramp * cfg.noise_prob, g):

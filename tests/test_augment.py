@@ -189,3 +189,19 @@ def test_fast_fft_length_is_the_next_length_with_factors_2_3_5_only():
     for n in [*range(1, 400), 16001, 48000 * 7 + 1, 999_999]:
         expected = next(m for m in range(n, 2 * n + 1) if smooth(m))
         assert fast_fft_length(n) == expected, n
+
+
+def test_edge_silence_surrounds_the_speech_with_up_to_its_length_of_zeros(speech):
+    cfg = AugmentConfig(speed_factors=[1.0], edge_silence_prob=1.0, edge_silence=0.5)
+    augmenter = WaveformAugmenter(cfg, RATE)
+    lengths = set()
+    for seed in range(5):
+        out, _ = augmenter(speech, torch.Generator().manual_seed(seed))
+        before = int((out != 0).nonzero()[0])
+        after = out.numel() - 1 - int((out != 0).nonzero()[-1])
+        lead = int((speech != 0).nonzero()[0])
+        assert torch.equal(out[before - lead: before - lead + speech.numel()], speech)
+        assert 0 <= before - lead <= 0.5 * RATE and out.numel() - speech.numel() <= RATE
+        lengths.add(out.numel())
+        assert after >= 0
+    assert len(lengths) > 1  # drawn per utterance
