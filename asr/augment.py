@@ -1,9 +1,9 @@
 """Training-time augmentation: what makes a model trained on few voices hear many.
 
-Pure functions on (T,) waveforms (noise at a signal-to-noise ratio, room reverberation,
-band-limiting and equalisation, gain, speed), a frequency warp of the spectrum for
-vocal-tract-length perturbation, SpecAugment masks on features, and :func:`augment_waveform`,
-which draws one random chain of them from a generator. The dataset seeds that generator from
+Pure functions on (T,) waveforms (speed, noise at a signal-to-noise ratio, room reverberation,
+band-limiting and equalisation), a frequency warp of the spectrum for vocal-tract-length and
+pitch perturbation, SpecAugment masks on features, and :class:`WaveformAugmenter`, which draws
+one random chain of them (with silence at the edges and a gain) from a generator. The dataset seeds that generator from
 (seed, epoch, utterance), so augmentation is reproducible and a resumed run sees exactly the
 audio an uninterrupted one would.
 """
