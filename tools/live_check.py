@@ -66,12 +66,12 @@ def start_pulseaudio() -> bool:
     started = subprocess.run(["pulseaudio", "--check"]).returncode != 0
     if started:
         subprocess.run(["pulseaudio", "--daemonize=yes", "--exit-idle-time=-1"], check=True, capture_output=True)
-    for _ in range(50):
-        if subprocess.run(["pactl", "info"], capture_output=True).returncode == 0:
-            break
+    # a freshly started server answers before it has loaded its null sink: wait for the monitor
+    for _ in range(100):
+        if subprocess.run(["pactl", "set-default-source", "auto_null.monitor"], capture_output=True).returncode == 0:
+            return started
         time.sleep(0.1)
-    subprocess.run(["pactl", "set-default-source", "auto_null.monitor"], check=True, capture_output=True)
-    return started
+    sys.exit("live_check: PulseAudio has no null sink monitor (auto_null.monitor)")
 
 
 def finals(stdout: str) -> str:
