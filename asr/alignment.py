@@ -126,15 +126,16 @@ def trim_to_own_speech(anchors: list[tuple[int, int]], speech: list[bool], loud:
     the run of speech where the previous anchor ends, then crosses a pause into speech of its
     own) start at that speech instead: a model on an unheard voice fires a word's first letter
     early, in the tail of the word before it."""
-    runs = [(start, end) for start, end in speech_runs(speech) if end - start >= min_run and any(loud[start:end])]
+    runs = speech_runs(speech)
+    words = [(start, end) for start, end in runs if end - start >= min_run and any(loud[start:end])]
     trimmed = list(anchors)
     for i in range(1, len(anchors)):
         a, b = trimmed[i]
         previous_end = trimmed[i - 1][1] - 1
-        shared = next((r for r in speech_runs(speech) if r[0] <= a < r[1] and r[0] <= previous_end < r[1]), None)
+        shared = next((r for r in runs if r[0] <= a < r[1] and r[0] <= previous_end < r[1]), None)
         if shared is None:
             continue
-        own = next((start for start, _ in runs if shared[1] <= start < b), None)
+        own = next((start for start, _ in words if shared[1] <= start < b), None)
         if own is not None:
             trimmed[i] = (own, b)
     return trimmed

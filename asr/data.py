@@ -188,14 +188,18 @@ class SpeechDataset(Dataset):
     ):
         self.utterances = list(utterances)
         self.extractor = extractor
-        self.augment = augment
         self.seed = seed
-        # babble is mixed from the dataset's own other utterances
-        self.augmenter = None if augment is None else WaveformAugmenter(
-            augment, extractor.cfg.sample_rate, self.waveform, len(self.utterances))
+        self.use_augment(augment)
         self.targets = [
             torch.tensor(tokenizer.encode(u.text) if tokenizer else [], dtype=torch.long) for u in self.utterances
         ]
+
+    def use_augment(self, augment: AugmentConfig | None) -> None:
+        """Augment training items with ``augment`` from now on (None: the audio as it is)."""
+        self.augment = augment
+        # babble is mixed from the dataset's own other utterances
+        self.augmenter = None if augment is None else WaveformAugmenter(
+            augment, self.extractor.cfg.sample_rate, self.waveform, len(self.utterances))
 
     def __len__(self) -> int:
         return len(self.utterances)

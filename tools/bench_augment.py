@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asr.augment import AugmentConfig, WaveformAugmenter  # noqa: E402
+from asr.augment import AugmentConfig  # noqa: E402
 from asr.config import load_train_config  # noqa: E402
 from asr.data import BucketBatchSampler, ItemKey, SpeechDataset, collate, read_manifest  # noqa: E402
 from asr.features import FeatureExtractor  # noqa: E402
@@ -40,9 +40,7 @@ EFFECTS = ["pitch_prob", "vtlp_prob", "reverb_prob", "noise_prob", "band_prob", 
 
 def per_utterance_ms(dataset: SpeechDataset, augment: AugmentConfig | None) -> float:
     """Milliseconds per item of ``dataset`` with ``augment`` (None: reading and features only)."""
-    dataset.augment = augment
-    dataset.augmenter = None if augment is None else WaveformAugmenter(
-        augment, dataset.extractor.cfg.sample_rate, dataset.waveform, len(dataset))
+    dataset.use_augment(augment)
     start = time.perf_counter()
     for i in range(len(dataset)):
         dataset[ItemKey(i, 10)]  # an epoch after any augment.warmup_epochs
@@ -77,8 +75,7 @@ def throughput(cfg, dataset: SpeechDataset, vocab: int, augments: dict[str, Augm
     results: dict[str, list[float]] = {name: [] for name in augments}
     for r in range(rounds):
         for name, augment in augments.items():
-            dataset.augment = augment
-            dataset.augmenter = WaveformAugmenter(augment, dataset.extractor.cfg.sample_rate, dataset.waveform, len(dataset))
+            dataset.use_augment(augment)
             sampler.set_epoch(10 + r)
             loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers,
                                 prefetch_factor=4 if cfg.data.num_workers else None, worker_init_fn=ignore_sigint

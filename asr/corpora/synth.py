@@ -114,7 +114,6 @@ def random_transcript(r: random.Random) -> str:
     return sentence(r)
 
 
-
 @dataclass(frozen=True)
 class SynthItem:
     split: str

@@ -19,11 +19,12 @@ source ../stages.sh
 source ../pipeline.sh
 config="${SYNTH_CONFIG:-synth}" data=data train_set=train dev_set=dev test_sets=(dev test)
 FSDD_DIR="${FSDD_DIR:-../../../shared/data/fsdd}"
-if [ -d "$FSDD_DIR/recordings" ]; then test_sets+=(fsdd_clips); fi
+fsdd_present=false
+if [ -d "$FSDD_DIR/recordings" ]; then fsdd_present=true test_sets+=(fsdd_clips); fi
 
 generate() {
   asr prepare synth data --size "${SYNTH_SIZE:-3000}"
-  if [ -d "$FSDD_DIR/recordings" ]; then asr prepare fsdd-clips data --data-dir "$FSDD_DIR"; fi
+  if $fsdd_present; then asr prepare fsdd-clips data --data-dir "$FSDD_DIR"; fi
 }
 
 example() {
