@@ -2,7 +2,7 @@
 
 Audio → :class:`asr.features.StreamingFeatures` (exactly the offline front end, frame by frame)
 → frame stacking → the acoustic model run chunk by chunk with right context
-(:meth:`asr.model.AcousticModel.forward_chunk`, the LC-BLSTM scheme) → greedy partial
+(:func:`asr.chunked.forward_chunk`, the LC-BLSTM scheme) → greedy partial
 hypotheses after every chunk → at an endpoint (voice activity detection by webrtcvad, then
 trailing silence), the segment's frames decoded by the recognizer's own decoder (greedy, or beam
 search with an LM) as the final result. Sources (microphone, file, stdin) live in
@@ -20,6 +20,7 @@ import torch
 from asr.decoding import greedy_decode
 from asr.errors import ConfigError
 from asr.features import StreamingFeatures
+from asr.chunked import forward_chunk
 from asr.model import Subsampling
 from asr.transcribe import Recognizer
 
@@ -179,7 +180,7 @@ class StreamingRecognizer:
         return the provisional log-probs of the right context."""
         window = self.pending[: chunk + self.right].unsqueeze(0).to(self._device)
         with torch.inference_mode():
-            log_probs, self.state = self.recognizer.model.forward_chunk(window, chunk, self.state)
+            log_probs, self.state = forward_chunk(self.recognizer.model, window, chunk, self.state)
         log_probs = log_probs[0].cpu()
         self.committed.append(log_probs[:chunk])
         self.pending = self.pending[chunk:]
@@ -221,7 +222,7 @@ class StreamingRecognizer:
         # normalization the chunks had running statistics; the whole segment's are known now)
         with torch.inference_mode():  # one chunk covering the segment: the offline forward pass
             inputs = self.recognizer.model.subsample(self.features.utterance().unsqueeze(0).to(self._device))
-            log_probs, _ = self.recognizer.model.forward_chunk(inputs, inputs.shape[1])
+            log_probs, _ = forward_chunk(self.recognizer.model, inputs, inputs.shape[1])
         return log_probs[0].cpu()
 
 

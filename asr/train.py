@@ -30,6 +30,7 @@ from asr.checkpoint import inference_state, save_checkpoint
 from asr.config import OptimizerKind, TrainConfig, to_yaml
 from asr.data import BucketBatchSampler, SpeechDataset, collate, report_skipped
 from asr.errors import TrainingError
+from asr.kernels import compile_non_recurrent
 from asr.model import AcousticModel
 from asr.decoding import build_decoder
 from asr.distributed import (
@@ -125,7 +126,7 @@ class Trainer:
             load_initial_weights(self.model, init, cfg.trainer.init_from)
         self.model.to(self.device)
         if cfg.trainer.compile:
-            self.model.compile_non_recurrent()
+            compile_non_recurrent(self.model)
         self.train_model = self.model  # what training steps call: the DDP wrapper with several processes
         if info.enabled:
             # no device_ids: the step moves the features itself, and DDP would copy the CPU lengths to

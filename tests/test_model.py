@@ -1,10 +1,12 @@
 import copy
+import dataclasses
 import shutil
 
 import pytest
 import torch
 
-from asr.model import AcousticModel, CellType, FastDropout, ModelConfig, NormKind, Subsampling, ctc_loss
+from asr.kernels import FastDropout, Kernel, compile_non_recurrent
+from asr.model import AcousticModel, CellType, ModelConfig, NormKind, Subsampling, ctc_loss
 
 
 def batch(lengths, dim=20, seed=0):
@@ -91,13 +93,12 @@ def test_packed_recurrence_used_on_gpus_matches_the_padded_one(cfg):
     """CUDA runs each layer on a packed sequence (cuDNN), CPUs on the padded batch: same outputs
     and gradients (forced here on the CPU, so CI checks the GPU path's arithmetic)."""
     torch.manual_seed(0)
-    model = AcousticModel(cfg, input_dim=20, vocab_size=7).train()
-    model.dropout.p = model.dropout.threshold = 0
+    padded_model = AcousticModel(dataclasses.replace(cfg, dropout=0.0), 20, 7, kernel=Kernel.padded).train()
+    packed_model = AcousticModel(dataclasses.replace(cfg, dropout=0.0), 20, 7, kernel=Kernel.packed).train()
+    packed_model.load_state_dict(padded_model.state_dict())
     feats, lengths = batch([37, 50, 11, 24])
     results = []
-    for packed in (False, True):
-        model.packed = packed
-        model.zero_grad()
+    for model in (padded_model, packed_model):
         log_probs, out_lengths = model(feats, lengths)
         (log_probs * torch.linspace(0, 1, log_probs.shape[-1])).sum().backward()
         results.append((log_probs.detach(), [p.grad.clone() for p in model.parameters()]))
@@ -115,7 +116,7 @@ def test_compiled_non_recurrent_parts_give_the_same_outputs_and_state_dict():
     plain = AcousticModel(cfg, input_dim=20, vocab_size=7).eval()
     compiled = AcousticModel(cfg, input_dim=20, vocab_size=7).eval()
     compiled.load_state_dict(plain.state_dict())
-    compiled.compile_non_recurrent()
+    compile_non_recurrent(compiled)
     assert compiled.state_dict().keys() == plain.state_dict().keys()  # checkpoints unchanged
     copied = copy.deepcopy(compiled)
     with torch.no_grad():
@@ -134,8 +135,8 @@ CPU_BF16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # oneDNN's bf16 LSTM ne
 def test_autocast_with_projection_and_layer_norm_between_layers(packed):
     """Under autocast the recurrent outputs and the blocks between layers may come out in
     different dtypes (a packed cuDNN LSTM gives float16, a LayerNorm float32)."""
-    model = AcousticModel(ModelConfig(num_layers=2, hidden_size=8, projection_size=6, norm=NormKind.layer), 20, 7)
-    model.packed = packed
+    model = AcousticModel(ModelConfig(num_layers=2, hidden_size=8, projection_size=6, norm=NormKind.layer), 20, 7,
+                          kernel=Kernel.packed if packed else Kernel.padded)
     feats, lengths = batch([30, 21])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         log_probs, _ = model(feats, lengths)
@@ -144,8 +145,8 @@ def test_autocast_with_projection_and_layer_norm_between_layers(packed):
 
 @pytest.mark.parametrize("packed", [False, True])
 def test_zero_frames_give_an_empty_output(packed):
-    model = AcousticModel(ModelConfig(num_layers=2, hidden_size=8), 20, 7).eval()
-    model.packed = packed  # True: the GPU's code path
+    kernel = Kernel.packed if packed else Kernel.padded  # packed: the GPU's code path
+    model = AcousticModel(ModelConfig(num_layers=2, hidden_size=8), 20, 7, kernel=kernel).eval()
     log_probs, out_lengths = model(torch.zeros(2, 0, 20), torch.tensor([0, 0]))
     assert log_probs.shape == (2, 0, 7) and out_lengths.tolist() == [0, 0]
 

@@ -20,6 +20,7 @@ import torchaudio.functional as AF
 
 from asr.errors import ConfigError
 from asr.features import FeatureConfig, FeatureExtractor, NormMode, StreamingFeatures
+from asr.chunked import forward_chunk
 from asr.model import AcousticModel, ModelConfig
 from asr.sources import StreamResampler
 from asr.stream import StreamingRecognizer, StreamOptions, stream_events
@@ -83,7 +84,7 @@ def test_one_chunk_covering_the_utterance_is_the_offline_forward(cell):
     with torch.no_grad():
         offline, _ = model(features, torch.tensor([95]))
         frames = model.subsample(features)
-        chunked, _ = model.forward_chunk(frames, frames.shape[1])
+        chunked, _ = forward_chunk(model, frames, frames.shape[1])
     torch.testing.assert_close(chunked, offline, atol=1e-5, rtol=0)
 
 
@@ -94,7 +95,7 @@ def test_forward_state_carrying_equals_a_full_forward_pass():
         offline, _ = model(features, torch.tensor([120]))
         frames, state, outputs = model.subsample(features), None, []
         for piece in frames.split(7, dim=1):
-            log_probs, state = model.forward_chunk(piece, piece.shape[1], state)
+            log_probs, state = forward_chunk(model, piece, piece.shape[1], state)
             outputs.append(log_probs)
     torch.testing.assert_close(torch.cat(outputs, dim=1), offline, atol=1e-5, rtol=0)
 
@@ -117,7 +118,7 @@ def test_chunk_aware_training_sees_what_streaming_computes(cell, chunk, right):
             frames, state, committed = model.subsample(features[row : row + 1, :length]), None, []
             for start in range(0, frames.shape[1], chunk):
                 size = min(chunk, frames.shape[1] - start)
-                log_probs, state = model.forward_chunk(frames[:, start : start + chunk + right], size, state)
+                log_probs, state = forward_chunk(model, frames[:, start : start + chunk + right], size, state)
                 committed.append(log_probs[:, :size])
             streamed = torch.cat(committed, dim=1)[0]
             torch.testing.assert_close(batched[row, : streamed.shape[0]], streamed, atol=1e-5, rtol=0)
@@ -133,7 +134,7 @@ def test_right_context_frames_are_provisional_and_recomputed():
         frames = model.subsample(features)
 
         def error(right: int) -> float:
-            log_probs, _ = model.forward_chunk(frames[:, : 10 + right], 10)
+            log_probs, _ = forward_chunk(model, frames[:, : 10 + right], 10)
             return float((log_probs[0, :10] - offline[0, :10]).abs().max())
 
         assert error(40) < error(2)
