@@ -3,8 +3,9 @@
 A checkpoint is a dict of tensors and plain data only:
 ``{"format_version", "model": {"config", "input_dim", "vocab_size", "state_dict"},
 "features": {"config", "mean", "std"}, "tokenizer": {...}, "training"?: {...}}``.
-``training`` holds what resuming needs (optimizer, scheduler, scaler, sampler position, RNG
-states, step); the final ``model.pt`` omits it.
+``training`` holds what resuming needs (``state``: the run's :class:`asr.train_state.TrainState`;
+optimizer, scheduler, scaler, RNG states, the batch order and the run's shape); the final
+``model.pt`` omits it. Older formats are brought up to date in one place, :func:`_upgrade`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
-import time
-import os
 import pickle
-import tempfile
 import typing
 import zipfile
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from asr.atomic import atomic_write
 from asr.errors import CheckpointError
 from asr.features import FeatureConfig, FeatureExtractor
 from asr.model import AcousticModel, ModelConfig
@@ -30,11 +29,7 @@ from asr.tokenizer import Tokenizer, tokenizer_from_dict
 
 log = logging.getLogger(__name__)
 
-# The tests set this to a checkpoint's file name to hold that one write open between the data
-# reaching the disk and the rename, so a SIGKILL can be aimed at the middle of a checkpoint write.
-SLOW_WRITE_ENV = "ASR_TEST_SLOW_CHECKPOINT_WRITE"
-
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 T = TypeVar("T")
 
 
@@ -92,21 +87,9 @@ def inference_state(model: AcousticModel, extractor: FeatureExtractor, tokenizer
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:
     """Write ``state`` atomically: temporary file in the same folder, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if os.environ.get(SLOW_WRITE_ENV) == path.name:  # fault injection for the kill -9 tests
-            time.sleep(30)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_write(path, "wb") as f:
+        torch.save(state, f)
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -128,6 +111,26 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"{path}: checkpoint format {version} is newer than this asr supports ({FORMAT_VERSION}); upgrade asr"
         )
+    return _upgrade(state)
+
+
+def _upgrade(state: dict) -> dict:
+    """A checkpoint of an older format in today's form."""
+    training = state.get("training")
+    if state["format_version"] == 1 and training is not None:
+        # format 1 kept the run's counters beside the optimizer, the epoch's running sums as a list
+        sums = dict(zip(("epoch_loss", "epoch_steps", "epoch_frames", "epoch_seconds", "epoch_data_wait"),
+                        training.pop("epoch_totals", ())))
+        names = ("step", "epoch", "batch_in_epoch", "best", "bad_epochs", "skipped_steps", "nonfinite_in_row")
+        training["state"] = {name: training.pop(name) for name in names if name in training} | sums
+        for group in training["optimizer"]["param_groups"]:
+            group["fused"] = True  # as the optimizer is built now (set before loading: it places "step")
+        training.setdefault("batch_order", 0)
+        training.setdefault("world_size", 1)
+        training.setdefault("grad_accum_steps", 1)
+        if isinstance(training.get("cuda_rng"), list):  # every visible GPU's state
+            training["cuda_rng"] = training["cuda_rng"][0] if training["cuda_rng"] else None
+    state["format_version"] = FORMAT_VERSION
     return state
 
 
@@ -149,10 +152,8 @@ def build_components(state: dict, path: str | Path = "checkpoint") -> tuple[Acou
 
 
 def training_checkpoints(directory: Path) -> list[Path]:
-    """A run's resumable checkpoints, newest first: ``step-<step>.pt`` by step, then the
-    ``epoch-<n>.pt`` of older versions by epoch."""
-    steps = sorted(directory.glob("step-*.pt"), reverse=True)
-    return steps + sorted(directory.glob("epoch-*.pt"), reverse=True)
+    """A run's resumable checkpoints ``step-<step>.pt``, newest first."""
+    return sorted(directory.glob("step-*.pt"), reverse=True)
 
 
 def load_latest_training_checkpoint(directory: Path) -> tuple[Path, dict] | None:

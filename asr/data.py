@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
@@ -20,6 +18,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from asr.audio import load_audio
+from asr.atomic import atomic_write
 from asr.errors import AudioError, ManifestError
 from asr.augment import AugmentConfig, WaveformAugmenter, spec_augment
 from asr.features import FeatureExtractor
@@ -115,17 +114,9 @@ def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.resolve().parent
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for utt in utterances:
-                f.write(json.dumps(utt.to_json(base), ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        for utt in utterances:
+            f.write(json.dumps(utt.to_json(base), ensure_ascii=False) + "\n")
     return path
 
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from asr.atomic import atomic_write
 from asr.errors import DecodingError
 
 log = logging.getLogger(__name__)
@@ -140,24 +139,18 @@ def write_arpa(model: NgramModel, path: str | Path) -> Path:
     by_order: dict[int, list[Ngram]] = defaultdict(list)
     for ngram in model.log_probs:
         by_order[len(ngram)].append(ngram)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("\n\\data\\\n")
-            for n in range(1, model.order + 1):
-                f.write(f"ngram {n}={len(by_order[n])}\n")
-            for n in range(1, model.order + 1):
-                f.write(f"\n\\{n}-grams:\n")
-                for ngram in sorted(by_order[n]):
-                    line = f"{model.log_probs[ngram]:.7g}\t{' '.join(ngram)}"
-                    if n < model.order:
-                        line += f"\t{model.log_backoffs.get(ngram, 0.0):.7g}"
-                    f.write(line + "\n")
-            f.write("\n\\end\\\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        f.write("\n\\data\\\n")
+        for n in range(1, model.order + 1):
+            f.write(f"ngram {n}={len(by_order[n])}\n")
+        for n in range(1, model.order + 1):
+            f.write(f"\n\\{n}-grams:\n")
+            for ngram in sorted(by_order[n]):
+                line = f"{model.log_probs[ngram]:.7g}\t{' '.join(ngram)}"
+                if n < model.order:
+                    line += f"\t{model.log_backoffs.get(ngram, 0.0):.7g}"
+                f.write(line + "\n")
+        f.write("\n\\end\\\n")
     return path
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
@@ -18,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from asr.alignment import WordTiming
+from asr.atomic import write_text
 
 if TYPE_CHECKING:
     from asr.transcribe import Transcript
@@ -127,19 +126,6 @@ def output_paths(keys: Sequence[str], output_dir: str | Path, fmt: OutputFormat)
     return [output_dir / f"{i:05d}_{p.name}" if counts[p] > 1 else p for i, p in enumerate(paths)]
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 class TranscriptWriter:
     """Writes each transcript as soon as it is done (with ``output_dir``: one file per input,
     atomically, so an interrupted batch keeps what finished), or prints them all in input order
@@ -154,7 +140,7 @@ class TranscriptWriter:
     def finished(self, index: int, transcript) -> None:
         self.done[index] = transcript
         if self.output_dir:
-            write_text_atomic(self.paths[index], render(transcript, self.fmt))
+            write_text(self.paths[index], render(transcript, self.fmt))
 
     def close(self) -> None:
         if self.output_dir:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from asr.data import SpeechDataset, read_manifest
 from asr.decoding import BeamSearchDecoder, DecodeMethod, DecodingOptions
-from asr.outputs import write_text_atomic
+from asr.atomic import write_text
 from asr.scoring import ErrorRates
 from asr.transcribe import Recognizer, iter_hypotheses
 
@@ -98,4 +98,4 @@ def save_tuned(lm: str | Path, best: Trial, manifest: str | Path) -> Path:
         "wer": round(best.wer, 4),
         "cer": round(best.cer, 4),
     }
-    return write_text_atomic(params_path(lm), json.dumps(record, indent=2) + "\n")
+    return write_text(params_path(lm), json.dumps(record, indent=2) + "\n")

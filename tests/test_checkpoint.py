@@ -72,3 +72,24 @@ def test_save_replaces_in_one_step_and_leaves_no_temporary_files(saved):
     save_checkpoint({"format_version": FORMAT_VERSION, "x": torch.ones(1)}, path)
     assert [p.name for p in path.parent.iterdir()] == ["m.pt"]
     assert torch.equal(load_checkpoint(path)["x"], torch.ones(1))
+
+
+def test_format_1_training_checkpoint_is_read_as_today(tmp_path):
+    """Format 1 kept the run's counters beside the optimizer and the epoch's sums as a list; it
+    loads as a format-2 checkpoint whose TrainState holds the same values, and resumes."""
+    from asr.train_state import TrainState
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), fused=False)
+    old = {"format_version": 1, "training": {
+        "step": 7, "epoch": 1, "batch_in_epoch": 3, "epoch_totals": [2.5, 2, 900, 1.5, 0.25], "best": [12.0, 4.0],
+        "bad_epochs": 0, "skipped_steps": 1, "nonfinite_in_row": 0, "optimizer": optimizer.state_dict(),
+        "scheduler": {}, "scaler": {}, "torch_rng": torch.get_rng_state(), "cuda_rng": []}}
+    torch.save(old, tmp_path / "step-000000007.pt")
+    training = load_checkpoint(tmp_path / "step-000000007.pt")["training"]
+    state = TrainState.from_dict(training["state"])
+    assert state == TrainState(step=7, epoch=1, batch_in_epoch=3, best=(12.0, 4.0), skipped_steps=1, epoch_loss=2.5,
+                               epoch_steps=2, epoch_frames=900, epoch_seconds=1.5, epoch_data_wait=0.25)
+    assert (training["world_size"], training["grad_accum_steps"], training["cuda_rng"]) == (1, 1, None)
+    fused = torch.optim.AdamW(model.parameters(), fused=True)
+    fused.load_state_dict(training["optimizer"])  # an unfused optimizer's state loads into today's fused one

@@ -58,7 +58,7 @@ def test_unknown_config_name():
 def test_precision_refuses_what_the_device_cannot_run():
     import torch
 
-    from asr.train_setup import resolve_precision
+    from asr.devices import resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == torch.float32 and resolve_precision("fp32", cpu) == torch.float32
@@ -72,7 +72,7 @@ def test_precision_refuses_what_the_device_cannot_run():
 
 
 def test_a_numbered_gpu_is_refused_under_torchrun():
-    from asr.train_setup import resolve_device
+    from asr.devices import resolve_device
 
     with pytest.raises(ConfigError, match="trainer.device='cuda:1': with several processes each takes the GPU of its LOCAL_RANK"):
         resolve_device("cuda:1", local_rank=0, world_size=2)

@@ -13,7 +13,7 @@ from asr.config import load_train_config
 from asr.data import Example, collate
 from asr.model import AcousticModel, ModelConfig, NormKind, Subsampling
 from asr.train import train
-from asr.train_setup import grad_scaler
+from asr.devices import grad_scaler
 from asr.train_step import train_step
 from asr.transcribe import Recognizer
 from conftest import tiny_overrides
@@ -44,7 +44,7 @@ def test_gpu_model_matches_the_cpu_model_in_fp32(monkeypatch):
 
 
 def test_cudnn_lstm_runs_in_float16_under_bf16_autocast():
-    """Why asr train scales the loss under bf16 on GPUs (asr.train_setup.grad_scaler). If this fails,
+    """Why asr train scales the loss under bf16 on GPUs (asr.devices.grad_scaler). If this fails,
     PyTorch runs cuDNN RNNs in bf16 now and the scaler could be limited to fp16 again."""
     rnn = torch.nn.LSTM(16, 16, batch_first=True).cuda()
     with torch.autocast("cuda", dtype=torch.bfloat16):

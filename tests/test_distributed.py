@@ -68,7 +68,7 @@ def test_resume_with_a_different_world_size(manifest, one_process_accumulating, 
     out = tmp_path / "resized"
     first = train(overrides(manifest, out, **{"trainer.max_steps": "3"}), processes=2)
     assert first.returncode == 0, first.stderr[-2000:]
-    assert load_checkpoint(sorted((out / "checkpoints").glob("step-*.pt"))[-1])["training"]["step"] == 3
+    assert load_checkpoint(sorted((out / "checkpoints").glob("step-*.pt"))[-1])["training"]["state"]["step"] == 3
     second = train(overrides(manifest, out, resume=True, **{"trainer.grad_accum_steps": "2"}))
     assert second.returncode == 0, second.stderr[-2000:]
     assert "resuming 1 process(es) x 2 accumulation from a run of 2 x 1" in second.stderr

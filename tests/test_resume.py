@@ -4,7 +4,6 @@ sequence (steps.tsv) and the final weights with an uninterrupted run bit for bit
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 import torch
 
 from asr.audio import audio_info
-from asr.checkpoint import SLOW_WRITE_ENV, load_checkpoint
+from asr.checkpoint import load_checkpoint
 from asr.data import Utterance, write_manifest
 from conftest import YESNO, tiny_overrides
 
@@ -43,9 +42,12 @@ def overrides(manifest: Path, out: Path, resume: bool = False, **changes: str) -
     return [f"{k}={v}" for k, v in items.items()]
 
 
-def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "asr", "train", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+def start(args: list[str], slow_write: str | None = None) -> subprocess.Popen:
+    """``asr train ARGS`` in a subprocess; ``slow_write``: the name of a file whose write is held
+    open (tests/slow_write.py)."""
+    launcher = ["-m", "asr"] if slow_write is None else [str(Path(__file__).with_name("slow_write.py")), slow_write]
+    return subprocess.Popen([sys.executable, *launcher, "train", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def finish(process: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
@@ -99,8 +101,8 @@ def test_kill_9_at_random_points_and_mid_checkpoint_write_then_resume_bit_for_bi
     write_kill = points[1]  # this one lands inside a checkpoint write (after fsync, before rename)
     resume, after_write_kill = False, False
     for point in points:
-        env = {SLOW_WRITE_ENV: f"step-{point + 1:09d}.pt"} if point == write_kill else {}
-        process = start(overrides(manifest, out, resume=resume), env)
+        slow = f"step-{point + 1:09d}.pt" if point == write_kill else None
+        process = start(overrides(manifest, out, resume=resume), slow)
         if point == write_kill:
             wait_for(lambda: any((out / "checkpoints").glob(f".step-{point + 1:09d}.pt.*.tmp")), process)
         else:
@@ -144,7 +146,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_then_resumes(manifest, reference, t
     process.send_signal(signal.SIGINT)
     code, err = finish(process)
     assert code == 130 and "trainer.resume=true" in err, err[-2000:]
-    stopped_at = load_checkpoint(sorted((out / "checkpoints").glob("step-*.pt"))[-1])["training"]
+    stopped_at = load_checkpoint(sorted((out / "checkpoints").glob("step-*.pt"))[-1])["training"]["state"]
     assert stopped_at["step"] >= 4
     code, err = finish(start(overrides(manifest, out, resume=True, **workers)))
     assert code == 0, err[-2000:]
@@ -159,4 +161,4 @@ def test_exploding_training_stops_with_a_clear_error_and_a_checkpoint(manifest, 
     assert code == 2 and len(lines) == 1 and "3 non-finite steps in a row" in lines[0], err[-2000:]
     assert "Traceback" not in err and "step skipped" in err
     saved = Path(lines[0].rsplit("checkpoint saved to ", 1)[1])
-    assert load_checkpoint(saved)["training"]["skipped_steps"] >= 3
+    assert load_checkpoint(saved)["training"]["state"]["skipped_steps"] >= 3

@@ -32,7 +32,8 @@ from asr.data import BucketBatchSampler, ItemKey, SpeechDataset, collate, read_m
 from asr.features import FeatureExtractor  # noqa: E402
 from asr.model import AcousticModel  # noqa: E402
 from asr.tokenizer import train_tokenizer  # noqa: E402
-from asr.train_setup import grad_scaler, ignore_sigint  # noqa: E402
+from asr.devices import grad_scaler  # noqa: E402
+from asr.stop import ignore_sigint  # noqa: E402
 from asr.train_step import train_step  # noqa: E402
 
 EFFECTS = ["pitch_prob", "vtlp_prob", "reverb_prob", "noise_prob", "band_prob", "eq_prob", "gain_prob"]

@@ -42,7 +42,7 @@ from asr.data import BucketBatchSampler, Example, SpeechDataset, collate, read_m
 from asr.features import FeatureExtractor, feature_stats  # noqa: E402
 from asr.model import AcousticModel  # noqa: E402
 from asr.tokenizer import train_tokenizer  # noqa: E402
-from asr.train_setup import grad_scaler  # noqa: E402
+from asr.devices import grad_scaler  # noqa: E402
 from asr.train_step import train_step  # noqa: E402
 from estimate_gpu_hours import model_flops_per_second  # noqa: E402
 from reference_train_loop import PlainBiLSTM, plain_steps  # noqa: E402
