@@ -87,7 +87,7 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from asr.outputs import OutputFormat, TranscriptWriter
-    from asr.transcribe import Recognizer, collect_inputs, iter_transcripts
+    from asr.transcribe import Recognizer, collect_inputs
 
     fmt = OutputFormat(args.format)
     recognizer = Recognizer.load(args.model, device=args.device, options=decoding_options(args))
@@ -103,7 +103,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     total, unreadable = len(utts) + len(failed), len(failed)
     writer, interrupted = TranscriptWriter(utts, fmt, args.output_dir), False
     try:
-        for index, transcript in iter_transcripts(recognizer, utts, timestamps=fmt is not OutputFormat.txt):
+        for index, transcript in recognizer.recognize(utts, timestamps=fmt is not OutputFormat.txt):
             if transcript.error is None:
                 writer.finished(index, transcript)
             elif total == 1:
@@ -251,7 +251,7 @@ def cmd_lm_tune(args: argparse.Namespace) -> int:
     from asr.tuning import save_tuned, tune_lm
     from asr.transcribe import Recognizer
 
-    options = DecodingOptions(method=DecodeMethod.beam, beam_size=args.beam_size, lm=args.lm)
+    options = DecodingOptions(method=DecodeMethod.beam, beam_size=args.beam_size, lm=args.lm, lexicon=args.lexicon)
     options.validate()
     recognizer = Recognizer.load(args.model, device=args.device)
     trials = tune_lm(recognizer, args.manifest, args.lm, args.lm_weights, args.word_scores, options)
@@ -387,7 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "evaluate use for this LM unless --lm-weight/--word-score are given.")
     t.add_argument("model")
     t.add_argument("manifest")
-    t.add_argument("--lm", required=True, help="the ARPA or binary KenLM model to tune")
+    t.add_argument("--lm", required=True, help="the ARPA or binary KenLM model (or character LM) to tune")
+    t.add_argument("--lexicon", help="words allowed in the output, one per line (needed with a binary KenLM "
+                   "model, whose words cannot be read from it; default with an ARPA LM: its words)")
     t.add_argument("--lm-weights", type=float_list, default=[0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0],
                    help="comma-separated alphas (default 0,0.25,0.5,0.75,1,1.5,2)")
     t.add_argument("--word-scores", type=float_list, default=[-1.0, 0.0, 1.0, 2.0],

@@ -8,27 +8,31 @@ token-level LM object (:class:`torchaudio.models.decoder.CTCDecoderLM`, e.g. the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import os
+import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
 from asr.errors import DecodingError
+from asr.lexicon import (
+    BLANK_ALIAS, UNK_WORD, WORD_BOUNDARY, arpa_words, decoder_symbols, read_lexicon_words, write_lexicon,
+)
 from asr.tokenizer import BLANK_ID, CharTokenizer, Tokenizer
 
 log = logging.getLogger(__name__)
 
-# flashlight's dictionaries split on whitespace, so the space symbol and the blank get aliases
-WORD_BOUNDARY = "|"
-BLANK_ALIAS = "<blank>"
-UNK_WORD = "<unk>"
 IMPOSSIBLE = -1e4  # a log-probability no hypothesis survives (beam thresholds are far smaller)
+_REPORTED_LEXICONS: set[str] = set()  # LM files whose lexicon was reported once
 
 
 @dataclass(frozen=True)
@@ -122,94 +126,6 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[Hypoth
     return hyps
 
 
-def decoder_symbols(tokenizer: Tokenizer) -> list[str]:
-    """The tokenizer's output symbols as flashlight sees them (index i = model output i)."""
-    if isinstance(tokenizer, CharTokenizer):
-        symbols = list(tokenizer.symbols)
-    else:
-        symbols = [BLANK_ALIAS] + [tokenizer.sp.id_to_piece(i) for i in range(tokenizer.sp.get_piece_size())]
-    symbols[BLANK_ID] = BLANK_ALIAS
-    return [WORD_BOUNDARY if s == " " else s for s in symbols]
-
-
-def spell(word: str, tokenizer: Tokenizer) -> list[str]:
-    """A word's spelling in decoder symbols: its characters, or its pieces (the word boundary
-    that ends a lexicon entry is added by :func:`write_lexicon`)."""
-    symbols = decoder_symbols(tokenizer)
-    if isinstance(tokenizer, CharTokenizer):
-        ids = [tokenizer.index.get(ch) for ch in word]
-        if None in ids:
-            missing = sorted({ch for ch, i in zip(word, ids) if i is None})
-            raise DecodingError(f"lexicon word {word!r} has characters outside the model's vocabulary: {missing}")
-        return [symbols[i] for i in ids]
-    ids = tokenizer.encode(word)
-    if tokenizer.sp.unk_id() + 1 in ids:
-        raise DecodingError(f"lexicon word {word!r} has characters outside the model's vocabulary")
-    return [symbols[i] for i in ids]
-
-
-def arpa_words(path: str | Path) -> list[str]:
-    """The unigram vocabulary of an ARPA file (sentence markers and <unk> excluded)."""
-    words, in_unigrams = [], False
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                line = line.strip()
-                if line.startswith("\\"):
-                    if in_unigrams:
-                        break
-                    in_unigrams = line == "\\1-grams:"
-                    continue
-                if in_unigrams and line:
-                    parts = line.split("\t") if "\t" in line else line.split()
-                    if len(parts) < 2:
-                        raise DecodingError(f"{path}: malformed unigram line {line!r}")
-                    words.append(parts[1])
-    except UnicodeDecodeError:
-        raise DecodingError(f"{path}: not a text ARPA file; pass --lexicon with a binary KenLM model") from None
-    words = [w for w in words if w not in ("<s>", "</s>", UNK_WORD)]
-    if not words:
-        raise DecodingError(f"{path}: no unigrams found; not an ARPA language model")
-    return words
-
-
-def write_lexicon(words: list[str], tokenizer: Tokenizer, path: str | Path, skip_unspellable: bool) -> tuple[int, list[str]]:
-    """Write a flashlight lexicon for ``words``; returns how many words it holds and the words
-    left out because the model's tokens cannot spell them (with ``skip_unspellable``)."""
-    # A model that outputs a space ends each lexicon word with it, as flashlight expects of its
-    # silence token: a word is then emitted only at a space, so the search cannot split one long
-    # sound into a word plus a short extra one ("afternoon" -> "afternoon one"). The last word
-    # of an utterance is closed by a free space frame that BeamSearchDecoder appends.
-    # Sentencepiece models output no space: their pieces mark word starts themselves.
-    ending = [WORD_BOUNDARY] if WORD_BOUNDARY in decoder_symbols(tokenizer) else []
-    lines, skipped = [], []
-    for word in words:
-        try:
-            lines.append(f"{word}\t{' '.join(spell(word, tokenizer) + ending)}")
-        except DecodingError:
-            if not skip_unspellable:
-                raise
-            skipped.append(word)
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return len(lines), skipped
-
-
-_reported_lexicons: set[str] = set()  # LM files whose lexicon was reported (tuning builds many decoders)
-
-
-def read_lexicon_words(path: str | Path) -> list[str]:
-    """The words of a lexicon file: the first field of each line. Spellings, if present, are
-    ignored: words are always spelled with the model's own tokenizer."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DecodingError(f"{path}: lexicon is not UTF-8 text") from None
-    words = [line.split()[0] for line in lines if line.strip()]
-    if not words:
-        raise DecodingError(f"{path}: the lexicon is empty")
-    return words
-
-
 class BeamSearchDecoder:
     """CTC prefix beam search over (B, T, V) log-probabilities, with an optional LM.
 
@@ -218,7 +134,9 @@ class BeamSearchDecoder:
     over the model's tokens and a token-level ``token_lm`` may be fused.
     """
 
-    def __init__(self, tokenizer: Tokenizer, options: DecodingOptions, token_lm: object | None = None):
+    def __init__(self, tokenizer: Tokenizer, options: DecodingOptions, token_lm: object | None = None,
+                 loaded_lm: object | None = None):
+        """``loaded_lm``: the LM of another decoder of ``options.lm`` (:meth:`with_weights`), not loaded again."""
         from torchaudio.models.decoder import ctc_decoder
 
         options.validate()
@@ -231,8 +149,9 @@ class BeamSearchDecoder:
             symbols = symbols + [WORD_BOUNDARY]
         kenlm = options.lm
         if options.lm is not None and token_lm is None and self._is_char_lm(options.lm):
-            token_lm, kenlm = self._char_lm(options.lm), None
-        with tempfile.TemporaryDirectory() as tmp:
+            token_lm, kenlm = loaded_lm if loaded_lm is not None else self._char_lm(options.lm), None
+        lm = loaded_lm if loaded_lm is not None else kenlm if kenlm is not None else token_lm
+        with tempfile.TemporaryDirectory() as tmp, _native_output_to_log():
             lexicon = self._lexicon(kenlm, Path(tmp) / "lexicon.txt")
             self.uses_lexicon = lexicon is not None
             self.closes_last_word = self.uses_lexicon and self.boundary_id is not None
@@ -240,7 +159,7 @@ class BeamSearchDecoder:
                 self.decoder = ctc_decoder(
                     lexicon=lexicon,
                     tokens=symbols,
-                    lm=kenlm if kenlm is not None else token_lm,
+                    lm=lm,
                     beam_size=options.beam_size,
                     beam_size_token=options.beam_size_token,
                     beam_threshold=options.beam_threshold,
@@ -254,6 +173,15 @@ class BeamSearchDecoder:
             except (RuntimeError, ValueError) as exc:
                 raise DecodingError(f"{options.lm or options.lexicon}: cannot load ({str(exc).splitlines()[0]})") from None
         self._flashlight, self._word_dict = self.decoder.decoder, self.decoder.word_dict
+
+    def with_weights(self, lm_weight: float, word_score: float) -> BeamSearchDecoder:
+        """This decoder with another LM weight and word score, sharing the loaded LM (LM tuning
+        builds one per grid point)."""
+        options = dataclasses.replace(self.options, lm_weight=lm_weight, word_score=word_score)
+        other = BeamSearchDecoder(self.tokenizer, options, loaded_lm=self.decoder.lm if self.options.lm else None)
+        if hasattr(self, "_lm_model"):
+            other._lm_model = self._lm_model  # the character LM stays alive with every decoder using it
+        return other
 
     @staticmethod
     def _is_char_lm(path: str) -> bool:
@@ -278,8 +206,8 @@ class BeamSearchDecoder:
             return str(path)
         if kenlm is not None:
             count, skipped = write_lexicon(arpa_words(kenlm), self.tokenizer, path, skip_unspellable=True)
-            if kenlm not in _reported_lexicons:
-                _reported_lexicons.add(kenlm)
+            if kenlm not in _REPORTED_LEXICONS:
+                _REPORTED_LEXICONS.add(kenlm)
                 log.info("lexicon: %d words from %s", count, kenlm)
                 if skipped:
                     log.warning("%s: %d LM words cannot be spelled with the model's tokens and are left out of the "
@@ -403,3 +331,27 @@ def build_decoder(
     if torch.device(device).type == "cuda" and options.lm is None and options.lexicon is None and token_lm is None:
         return CudaBeamSearchDecoder(tokenizer, options)
     return BeamSearchDecoder(tokenizer, options, token_lm)
+
+
+@contextmanager
+def _native_output_to_log() -> Iterator[None]:
+    """Keep what C++ libraries print while an LM loads (KenLM's "Loading the LM will be faster if
+    you build a binary file" and its progress bar) out of the user's terminal: file descriptors 1
+    and 2 point at a temporary file meanwhile, and what was printed is logged at debug level."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            sink.seek(0)
+            printed = sink.read().decode(errors="replace").strip()
+            if printed:
+                log.debug("printed while loading the decoder: %s", printed)

@@ -9,6 +9,8 @@ from typing import Sequence
 
 from torchaudio.functional import edit_distance
 
+from asr.atomic import atomic_write
+
 
 @dataclass(frozen=True)
 class UtteranceScore:
@@ -60,19 +62,20 @@ class ErrorRates:
 
     def write_report(self, path: str | Path) -> Path:
         """One JSON line per utterance (reference, hypothesis, errors), worst first."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         ordered = sorted(self.utterances, key=lambda u: (-u.word_errors, u.key))
-        with open(path, "w", encoding="utf-8") as f:
+        with atomic_write(path) as f:
             for u in ordered:
                 f.write(json.dumps(u.__dict__, ensure_ascii=False) + "\n")
-        return path
+        return Path(path)
 
 
-def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorRates:
+def score(references: Sequence[str], hypotheses: Sequence[str], keys: Sequence[str] | None = None) -> ErrorRates:
+    """Word and character error rates of ``hypotheses`` against ``references`` (both already
+    normalized), utterance by utterance; ``keys`` name the utterances (default: their positions)."""
     rates = ErrorRates()
-    for i, (ref, hyp) in enumerate(zip(references, hypotheses, strict=True)):
-        rates.add(str(i), ref, hyp)
+    keys = keys if keys is not None else [str(i) for i in range(len(references))]
+    for key, ref, hyp in zip(keys, references, hypotheses, strict=True):
+        rates.add(key, ref, hyp)
     return rates
 
 

@@ -27,7 +27,6 @@ from asr.run_log import RunLog, attach_file_log
 from asr.stop import StopSignal
 from asr.train_build import CHECKPOINT_DIR, Run, build_run, training_checkpoint
 from asr.train_step import train_step
-from asr.transcribe import recognize_dataset
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +160,7 @@ def validate(run: Run) -> tuple[float, float]:
     """Dev WER and CER: rank 0 scores, every rank takes the same decisions from its result."""
     dev = None
     if run.dist.is_main:
-        rates = recognize_dataset(run.model, run.dev_set, run.tokenizer, run.cfg.data.max_frames_per_batch, run.device,
-                                  run.amp_dtype, decoder=run.decoder, skip_bad=run.cfg.data.skip_bad)
+        rates = run.recognizer.evaluate(run.dev_utts, skip_bad=run.cfg.data.skip_bad)
         dev = (rates.wer, rates.cer)
     return from_main(dev, run.dist)
 

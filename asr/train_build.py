@@ -20,7 +20,6 @@ from tqdm import tqdm
 from asr.checkpoint import config_from_dict, config_to_dict, load_checkpoint
 from asr.config import DataConfig, DecayKind, OptimizerKind, TrainConfig, to_yaml
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest
-from asr.decoding import Decoder, build_decoder
 from asr.devices import grad_scaler, resolve_device, resolve_precision
 from asr.distributed import Distributed, check_same_on_all_ranks, from_main, latest_checkpoint_on_all_ranks
 from asr.errors import AudioError, CheckpointError, ConfigError, TrainingError
@@ -30,6 +29,7 @@ from asr.model import AcousticModel
 from asr.stop import ignore_sigint
 from asr.tokenizer import Tokenizer, tokenizer_from_dict, train_tokenizer
 from asr.train_state import TrainState, restore_rng_state, rng_state
+from asr.transcribe import Recognizer
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ class Run:
     model: AcousticModel
     train_model: torch.nn.Module  # what the batches go through: the model, or its DDP wrapper
     train_set: SpeechDataset
-    dev_set: SpeechDataset
-    decoder: Decoder  # for the dev set
+    dev_utts: list[Utterance]
+    recognizer: Recognizer  # scores the dev set with the model being trained
     sampler: BucketBatchSampler
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -102,13 +102,13 @@ def build_run(cfg: TrainConfig, out_dir: Path, dist: Distributed) -> Run:
     check_same_on_all_ranks((len(train_utts), round(sum(u.duration for u in train_utts), 3), len(dev_utts)),
                             "the training and dev utterances (count, seconds, dev count)", dist)
     train_set = SpeechDataset(train_utts, extractor, tokenizer, cfg.augment, cfg.trainer.seed)
-    dev_set = SpeechDataset(dev_utts, extractor, tokenizer)
-    decoder = build_decoder(tokenizer, cfg.decode.to_options(), device=device)
+    recognizer = Recognizer(model, extractor, tokenizer, str(device), cfg.decode.to_options(), amp_dtype,
+                            max_frames=cfg.data.max_frames_per_batch)
     sampler = BucketBatchSampler(train_set.num_frames(), cfg.data.max_frames_per_batch, cfg.data.num_buckets, True,
                                  cfg.trainer.seed, cfg.data.length_jitter)
     optimizer, scheduler = build_optimizer(cfg, model, sampler, dist)
-    run = Run(cfg, out_dir, dist, device, amp_dtype, tokenizer, extractor, model, train_model, train_set, dev_set,
-              decoder, sampler, optimizer, scheduler, grad_scaler(device, amp_dtype), bad_lines=bad_lines)
+    run = Run(cfg, out_dir, dist, device, amp_dtype, tokenizer, extractor, model, train_model, train_set, dev_utts,
+              recognizer, sampler, optimizer, scheduler, grad_scaler(device, amp_dtype), bad_lines=bad_lines)
     if resume is not None:
         model.load_state_dict(resume["model"]["state_dict"])
         restore_training(run, resume["training"])

@@ -1,7 +1,7 @@
 """LM weight (alpha) and word insertion score (beta) search on a dev manifest.
 
-The acoustic model runs once; its log-probabilities are cached in memory and every (alpha, beta)
-trial only decodes. The best pair is written beside the LM (``<lm>.params.json``), where
+The acoustic model runs once and the LM is loaded once; the log-probabilities are kept in memory
+and every (alpha, beta) trial only decodes. The best pair is written beside the LM (``<lm>.params.json``), where
 ``asr transcribe`` / ``asr evaluate`` pick it up when ``--lm-weight``/``--word-score`` are not given.
 """
 
@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,11 +19,11 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from asr.data import SpeechDataset, read_manifest
-from asr.decoding import BeamSearchDecoder, DecodeMethod, DecodingOptions
 from asr.atomic import write_text
-from asr.scoring import ErrorRates
-from asr.transcribe import Recognizer, iter_hypotheses
+from asr.data import Utterance, read_manifest
+from asr.decoding import BeamSearchDecoder, DecodeMethod, DecodingOptions
+from asr.errors import AudioError
+from asr.transcribe import Recognizer, Transcript
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +49,24 @@ def tuned_params(lm: str | Path) -> dict | None:
     return {"lm_weight": float(data["lm_weight"]), "word_score": float(data["word_score"])}
 
 
-def cache_log_probs(recognizer: Recognizer, manifest: str | Path) -> tuple[list[torch.Tensor], list[str]]:
-    """(T', V) log-probabilities of every manifest entry and its normalized reference text."""
+def cached_log_probs(recognizer: Recognizer, manifest: str | Path) -> tuple[list[Utterance], list[Transcript]]:
+    """The manifest's utterances and their greedy transcripts, each with its (T', V) log-probabilities."""
     utts = read_manifest(manifest)
-    dataset = SpeechDataset(utts, recognizer.extractor)
-    cached: dict[int, torch.Tensor] = {}
-    for r in iter_hypotheses(recognizer.model, dataset, device=recognizer.device, progress="acoustic model",
-                             keep_log_probs=True):
-        cached[r.index] = r.log_probs
-    references = [recognizer.tokenizer.normalize(u.text) for u in utts]
-    return [cached[i] for i in range(len(utts))], references
+    done = dict(recognizer.recognize(utts, keep_log_probs=True, long_audio=math.inf))
+    transcripts = [done[i] for i in range(len(utts))]
+    failed = next((t.error for t in transcripts if t.error is not None), None)
+    if failed is not None:
+        raise AudioError(failed)
+    return utts, transcripts
 
 
-def score_decoder(decoder: BeamSearchDecoder, log_probs: Sequence[torch.Tensor], references: Sequence[str]) -> ErrorRates:
-    rates = ErrorRates()
-    for i, (lp, ref) in enumerate(zip(log_probs, references)):
-        best = decoder(lp.unsqueeze(0), torch.tensor([lp.shape[0]]))[0][0]
-        rates.add(str(i), ref, decoder.tokenizer.decode(best.tokens).strip())
-    return rates
+def redecode(decoder: BeamSearchDecoder, transcripts: Sequence[Transcript]) -> list[Transcript]:
+    """The transcripts decoded again from their kept log-probabilities, one utterance at a time."""
+    redone = []
+    for t in transcripts:
+        best = decoder(t.log_probs.unsqueeze(0), torch.tensor([t.log_probs.shape[0]]))[0][0]
+        redone.append(dataclasses.replace(t, text=decoder.tokenizer.decode(best.tokens).strip(), score=best.score))
+    return redone
 
 
 def tune_lm(
@@ -76,15 +77,15 @@ def tune_lm(
     word_scores: Sequence[float],
     options: DecodingOptions = DecodingOptions(method=DecodeMethod.beam),
 ) -> list[Trial]:
-    """Decode ``manifest`` with every (lm_weight, word_score); trials sorted best first (WER, then CER)."""
-    log_probs, references = cache_log_probs(recognizer, manifest)
+    """Decode ``manifest`` with every (lm_weight, word_score); trials sorted best first (WER, then
+    CER). The acoustic model runs once and the LM is loaded once."""
+    utts, transcripts = cached_log_probs(recognizer, manifest)
     trials = []
     grid = list(itertools.product(lm_weights, word_scores))
+    base = BeamSearchDecoder(recognizer.tokenizer, dataclasses.replace(options, method=DecodeMethod.beam, lm=str(lm),
+                                                                        lm_weight=grid[0][0], word_score=grid[0][1], nbest=1))
     for alpha, beta in tqdm(grid, desc="alpha/beta"):
-        trial_options = dataclasses.replace(
-            options, method=DecodeMethod.beam, lm=str(lm), lm_weight=alpha, word_score=beta, nbest=1
-        )
-        rates = score_decoder(BeamSearchDecoder(recognizer.tokenizer, trial_options), log_probs, references)
+        rates = recognizer.score(utts, redecode(base.with_weights(alpha, beta), transcripts))
         trials.append(Trial(alpha, beta, rates.wer, rates.cer))
         log.debug("lm_weight %.3f word_score %.3f: WER %.2f CER %.2f", alpha, beta, rates.wer, rates.cer)
     return sorted(trials, key=lambda t: (t.wer, t.cer, abs(t.lm_weight), abs(t.word_score)))

@@ -97,8 +97,8 @@ def test_asr_train_on_gpu_then_transcribe_on_gpu_and_cpu(yesno_dir, tmp_path, pr
     gpu = Recognizer.load(model_path, "cuda")
     assert gpu.evaluate(manifest).cer <= 10.0  # it learned the words on the GPU
     paths = [str(f) for f in files]
-    cpu_texts = [t.text for t in Recognizer.load(model_path, "cpu").transcribe_files(paths)]
-    assert [t.text for t in gpu.transcribe_files(paths)] == cpu_texts
+    cpu_texts = [t.text for t in Recognizer.load(model_path, "cpu").transcribe(paths)]
+    assert [t.text for t in gpu.transcribe(paths)] == cpu_texts
 
 
 def test_streaming_on_the_gpu_with_gpu_beam_search_finals_match_offline(trained_tiny):
@@ -115,4 +115,4 @@ def test_streaming_on_the_gpu_with_gpu_beam_search_finals_match_offline(trained_
     whole = StreamOptions(chunk_ms=60_000, endpoint_silence_ms=60_000, max_segment_s=600)
     events = list(stream_events(StreamingRecognizer(recognizer, whole), file_blocks(path, recognizer.sample_rate, False)))
     finals = [e.text for e in events if e.type == "final"]
-    assert finals == [recognizer.transcribe_files([path])[0].text] and finals[0]
+    assert finals == [recognizer.transcribe([path])[0].text] and finals[0]

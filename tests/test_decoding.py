@@ -3,7 +3,7 @@ import math
 import torch
 
 from asr.decoding import greedy_decode
-from asr.scoring import error_rates
+from asr.scoring import score
 
 
 def one_hot_log_probs(paths, vocab=4):
@@ -40,7 +40,7 @@ def test_empty_output():
 
 
 def test_wer_and_cer_on_known_pairs():
-    rates = error_rates(["the cat sat", "hello world", "a"], ["the cat sat", "hello word there", ""])
+    rates = score(["the cat sat", "hello world", "a"], ["the cat sat", "hello word there", ""])
     # words: 0 + (1 sub + 1 ins) + 1 del = 3 errors over 3 + 2 + 1 = 6 words
     assert math.isclose(rates.wer, 50.0)
     # chars: 0 + ("hello world" -> "hello word there": 1 del + 6 ins = 7) + 1 = 8 over 11 + 11 + 1
@@ -51,6 +51,6 @@ def test_wer_and_cer_on_known_pairs():
 def test_error_report_lists_worst_first(tmp_path):
     import json
 
-    rates = error_rates(["a b", "c d"], ["a b", "x y"])
+    rates = score(["a b", "c d"], ["a b", "x y"])
     lines = [json.loads(l) for l in rates.write_report(tmp_path / "r.jsonl").read_text().splitlines()]
     assert lines[0]["reference"] == "c d" and lines[0]["word_errors"] == 2 and lines[1]["word_errors"] == 0

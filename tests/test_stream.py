@@ -159,7 +159,7 @@ def test_streaming_with_one_chunk_equals_offline_transcription(tiny_recognizer):
 
     events = list(stream_events(StreamingRecognizer(recognizer, whole), file_blocks(path, recognizer.sample_rate, False)))
     finals = [e for e in events if e.type == "final"]
-    assert [e.text for e in finals] == [recognizer.transcribe_files([path])[0].text]
+    assert [e.text for e in finals] == [recognizer.transcribe([path])[0].text]
 
 
 def test_full_final_pass_of_an_utterance_normalized_model_equals_offline(tiny_recognizer):
@@ -171,7 +171,7 @@ def test_full_final_pass_of_an_utterance_normalized_model_equals_offline(tiny_re
     from asr.sources import file_blocks
 
     events = list(stream_events(StreamingRecognizer(recognizer, options), file_blocks(path, recognizer.sample_rate, False)))
-    expected = recognizer.transcribe_files([path])[0].text
+    expected = recognizer.transcribe([path])[0].text
     assert expected and [e.text for e in events if e.type == "final"] == [expected]
 
 

@@ -26,18 +26,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from asr.data import read_manifest  # noqa: E402
-from asr.decoding import (  # noqa: E402
-    WORD_BOUNDARY,
-    BeamSearchDecoder,
-    DecodeMethod,
-    DecodingOptions,
-    decoder_symbols,
-    greedy_decode,
-)
+from asr.decoding import BeamSearchDecoder, DecodeMethod, DecodingOptions, greedy_decode  # noqa: E402
+from asr.lexicon import WORD_BOUNDARY, decoder_symbols  # noqa: E402
 from asr.scoring import ErrorRates  # noqa: E402
 from asr.transcribe import Recognizer  # noqa: E402
-from asr.tuning import cache_log_probs, tuned_params  # noqa: E402
+from asr.tuning import cached_log_probs, tuned_params  # noqa: E402
 
 
 def run(name, decode_one, log_probs, references, audio_seconds):
@@ -74,8 +67,9 @@ def main() -> None:
     args = parser.parse_args()
 
     recognizer = Recognizer.load(args.model, "cpu")
-    log_probs, references = cache_log_probs(recognizer, args.manifest)
-    utts = read_manifest(args.manifest)
+    utts, transcripts = cached_log_probs(recognizer, args.manifest)
+    log_probs = [t.log_probs for t in transcripts]
+    references = [recognizer.tokenizer.normalize(u.text) for u in utts]
     if args.limit:
         log_probs, references, utts = log_probs[: args.limit], references[: args.limit], utts[: args.limit]
     audio_seconds = sum(u.duration for u in utts)

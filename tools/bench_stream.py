@@ -88,7 +88,7 @@ def main() -> None:
     utts = utts[: args.limit] if args.limit else utts
     options = model_stream_options(recognizer, chunk_ms=args.chunk_ms, right_context_ms=args.right_context_ms)
     references = [recognizer.tokenizer.normalize(u.text) for u in utts]
-    offline = recognizer.transcribe_utterances(utts, timestamps=True)
+    offline = recognizer.transcribe(utts, timestamps=True)
     audio_seconds = sum(u.duration for u in utts)
 
     rows = [("offline (asr transcribe)", [t.text for t in offline], None)]

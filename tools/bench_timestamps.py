@@ -40,7 +40,7 @@ def main() -> None:
     utts = [u for u in read_manifest(args.manifest) if u.audio_filepath.name in truth]
     print(f"command: {' '.join(sys.argv)}")
     for speech_edges in (False, True):
-        transcripts = recognizer.transcribe_utterances(utts, timestamps=True, speech_edges=speech_edges)
+        transcripts = recognizer.transcribe(utts, timestamps=True, speech_edges=speech_edges)
         print("edges at the speech around each word:" if speech_edges else "edges from the CTC spans alone:")
         report(utts, transcripts, truth, recognizer.seconds_per_frame)
 

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from asr.corpora.fsdd import DIGIT_WORDS, find_clips  # noqa: E402
-from asr.scoring import error_rates  # noqa: E402
+from asr.scoring import score  # noqa: E402
 
 RATE = 8000  # FSDD's own rate; PulseAudio and asr stream resample as they would a real microphone's
 
@@ -139,7 +139,7 @@ def main() -> None:
             ("file stream (asr stream --input) vs truth", truth, from_file),
             ("microphone finals vs offline", offline, heard)]
     for name, reference, hypothesis in rows:
-        print(f"{name:45s} {error_rates([reference], [hypothesis]).summary()}")
+        print(f"{name:45s} {score([reference], [hypothesis]).summary()}")
 
 
 if __name__ == "__main__":
