@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -133,7 +134,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
         raise AsrError("stream needs MODEL (or --list-devices)")
     if args.rate is not None and args.rate <= 0:
         raise AsrError(f"--rate {args.rate}: must be a positive sample rate")
-    recognizer = Recognizer.load(args.model, device=args.model_device, options=decoding_options(args))
+    input_device = stream_input_device(args)
+    recognizer = Recognizer.load(args.model, device=args.device, options=decoding_options(args))
     options = model_stream_options(recognizer, chunk_ms=args.chunk_ms, right_context_ms=args.right_context_ms,
                                    endpoint_silence_ms=args.endpoint_silence_ms, max_segment_s=args.max_segment,
                                    final_pass=args.final_pass)
@@ -144,7 +146,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     elif args.input:
         blocks = file_blocks(args.input, rate, realtime=not args.no_realtime)
     else:
-        microphone = Microphone(rate, args.device)
+        microphone = Microphone(rate, input_device)
         blocks = microphone.blocks()
         log.info("listening on %s; Ctrl-C stops", microphone.name)
     show = print_json_event if args.json else EventLine(sys.stdout)
@@ -159,6 +161,24 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if microphone is not None and microphone.overflows:
         log.warning("%d input overflows: the recognizer fell behind and audio was dropped", microphone.overflows)
     return 0
+
+
+COMPUTE_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+
+
+def stream_input_device(args: argparse.Namespace) -> str | None:
+    """The microphone: ``--input-device``, or, spelled the old way, a ``--device`` that names no
+    compute device (``--device`` meant the microphone in ``asr stream`` in asr 0.1; now it is the
+    compute device, as in every other command). ``--model-device`` was the compute device."""
+    if args.model_device is not None:
+        log.warning("asr stream --model-device is now --device (the old spelling goes in the next release)")
+        args.device = args.model_device
+        return args.input_device
+    if args.device is not None and not COMPUTE_DEVICE.fullmatch(args.device):
+        log.warning("asr stream --device %s: the microphone is now --input-device (read as that for now; "
+                    "--device is the compute device, as in every other command)", args.device)
+        args.input_device, args.device = args.input_device or args.device, "auto"
+    return args.input_device
 
 
 def print_json_event(event) -> None:
@@ -306,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Transcribe as audio arrives: partial results update one line, each final result "
                        "(at a pause) gets its own line; --json prints one event object per line instead.")
     p.add_argument("model", nargs="?", help="model.pt written by 'asr train'")
-    p.add_argument("--device", help="input device (index or name, see --list-devices; default: the system's)")
+    p.add_argument("--input-device", help="microphone: input device index or name (see --list-devices; default: "
+                   "the system's)")
     p.add_argument("--list-devices", action="store_true", help="list input devices and exit")
     p.add_argument("--input", help="a FILE fed at real-time pace instead of the microphone, or - for raw 16-bit "
                    "little-endian mono PCM on stdin (at --rate)")
@@ -325,7 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--final-pass", choices=["full", "chunked"], default=so.final_pass,
                    help="full (default): each final result re-runs the whole bidirectional model over its segment; "
                    "chunked: finals from the same chunked outputs as the partials")
-    p.add_argument("--model-device", default="auto", help="where the model runs: auto, cpu or cuda")
+    p.add_argument("--device", default="auto", help="where the model runs: auto, cpu, cuda or cuda:N (as for the "
+                   "other commands; a microphone name here is still read as --input-device, with a warning)")
+    p.add_argument("--model-device", help=argparse.SUPPRESS)  # the old spelling of --device
     add_decoding_arguments(p)
     p.set_defaults(func=cmd_stream)
 

@@ -21,7 +21,7 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from asr.decoding import DecodeMethod, DecodingOptions
+from asr.decoding import DecodingOptions
 from asr.errors import ConfigError, DecodingError
 from asr.augment import AugmentConfig
 from asr.features import FeatureConfig
@@ -52,7 +52,7 @@ class Precision(str, Enum):
 @dataclass
 class OptimConfig:
     name: OptimizerKind = OptimizerKind.adamw
-    lr: float = 1e-3
+    lr: float = 0.002
     weight_decay: float = 1e-2
     momentum: float = 0.9  # sgd only
     warmup_steps: int = 200
@@ -75,8 +75,8 @@ class DataConfig:
     max_duration: float = 30.0  # longer training utterances are dropped with a warning
     stats_utterances: int = 2000  # utterances used for the global normalization statistics
     # a bad manifest line or unreadable audio file is skipped with a warning and counted, instead of
-    # stopping the run (conf/data/default.yaml, which every recipe uses, turns this on)
-    skip_bad: bool = False
+    # stopping the run
+    skip_bad: bool = True
 
 
 @dataclass
@@ -106,26 +106,6 @@ class TrainerConfig:
 
 
 @dataclass
-class DecodeConfig:
-    """How dev sets are decoded for validation (``decode=greedy|beam``); the fields of
-    :class:`asr.decoding.DecodingOptions`."""
-
-    method: DecodeMethod = DecodeMethod.greedy
-    beam_size: int = 32
-    beam_threshold: float = 10.0
-    blank_skip: Optional[float] = 0.999
-    token_min_logp: Optional[float] = -5.0
-    lm: Optional[str] = None
-    lm_weight: float = 0.5
-    word_score: float = 0.0
-
-    def to_options(self) -> DecodingOptions:
-        return DecodingOptions(method=self.method, beam_size=self.beam_size, beam_threshold=self.beam_threshold,
-                               blank_skip=self.blank_skip, token_min_logp=self.token_min_logp,
-                               lm=self.lm, lm_weight=self.lm_weight, word_score=self.word_score)
-
-
-@dataclass
 class TrainConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -134,7 +114,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    decode: DecodingOptions = field(default_factory=DecodingOptions)  # how dev sets are decoded for validation
 
 
 def register_configs() -> None:
@@ -225,7 +205,7 @@ def validate(cfg: TrainConfig) -> None:
         if not ok:
             raise ConfigError(f"{name}={_value(cfg, name)!r}: {rule}")
     try:
-        cfg.decode.to_options().validate()
+        cfg.decode.validate()
     except DecodingError as exc:
         raise ConfigError(f"decode.{exc}") from None
     max_frames_needed = cfg.features.num_frames(int(cfg.data.max_duration * cfg.features.sample_rate))

@@ -47,9 +47,10 @@ class DecodeMethod(str, Enum):
     beam = "beam"
 
 
-@dataclass(frozen=True)
+@dataclass
 class DecodingOptions:
-    """How frame outputs become text. Beam fields are ignored by greedy decoding."""
+    """How frame outputs become text (also the ``decode`` config group, which sets how dev sets
+    are decoded during training). Beam fields are ignored by greedy decoding."""
 
     method: DecodeMethod = DecodeMethod.greedy
     beam_size: int = 32  # hypotheses kept after each frame

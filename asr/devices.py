@@ -2,29 +2,41 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from asr.config import Precision
 from asr.errors import ConfigError
 
+if TYPE_CHECKING:
+    from asr.config import Precision
 
-def resolve_device(name: str, local_rank: int = 0, world_size: int = 1) -> torch.device:
-    """``auto`` | ``cpu`` | ``cuda`` (the GPU of this process's LOCAL_RANK) | ``cuda:N``."""
+
+def resolve_device(name: str, local_rank: int = 0, world_size: int = 1, field: str = "trainer.device") -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` (the GPU of this process's LOCAL_RANK) | ``cuda:N``; errors
+    name ``field``."""
     if world_size > 1 and name.startswith("cuda:"):
-        raise ConfigError(f"trainer.device={name!r}: with several processes each takes the GPU of its LOCAL_RANK; "
-                          "use trainer.device=cuda (and CUDA_VISIBLE_DEVICES to choose the GPUs)")
+        raise ConfigError(f"{field}={name!r}: with several processes each takes the GPU of its LOCAL_RANK; "
+                          f"use {field}=cuda (and CUDA_VISIBLE_DEVICES to choose the GPUs)")
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     if name == "cuda":  # one GPU per process under torchrun
         name = f"cuda:{local_rank}"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"{field}={name!r}: not a device (auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device={name!r}: CUDA is not available on this machine")
+        raise ConfigError(f"{field}={name!r}: CUDA is not available on this machine")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"{field}={name!r}: this machine has {torch.cuda.device_count()} GPU(s)")
     return device
 
 
 def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:
     """The autocast dtype (float32 means no autocast)."""
+    from asr.config import Precision
+
     precision = Precision(precision)
     if precision is Precision.auto:
         cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()

@@ -41,7 +41,7 @@ class TokenizerConfig:
     """Which tokenizer to train on the training text, and the declared text normalization."""
 
     kind: TokenizerKind = TokenizerKind.char
-    vocab_size: int = 128  # sentencepiece kinds only; the blank comes on top
+    vocab_size: int = 256  # sentencepiece kinds only; the blank comes on top
     lowercase: bool = True
     keep_punctuation: bool = False  # apostrophes are always kept
     digits: DigitPolicy = DigitPolicy.keep

@@ -102,7 +102,7 @@ def build_run(cfg: TrainConfig, out_dir: Path, dist: Distributed) -> Run:
     check_same_on_all_ranks((len(train_utts), round(sum(u.duration for u in train_utts), 3), len(dev_utts)),
                             "the training and dev utterances (count, seconds, dev count)", dist)
     train_set = SpeechDataset(train_utts, extractor, tokenizer, cfg.augment, cfg.trainer.seed)
-    recognizer = Recognizer(model, extractor, tokenizer, str(device), cfg.decode.to_options(), amp_dtype,
+    recognizer = Recognizer(model, extractor, tokenizer, str(device), cfg.decode, amp_dtype,
                             max_frames=cfg.data.max_frames_per_batch)
     sampler = BucketBatchSampler(train_set.num_frames(), cfg.data.max_frames_per_batch, cfg.data.num_buckets, True,
                                  cfg.trainer.seed, cfg.data.length_jitter)

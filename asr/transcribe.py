@@ -23,6 +23,7 @@ from asr.audio import audio_info
 from asr.checkpoint import build_components, load_checkpoint
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest, skip_or_raise
 from asr.decoding import DecodingOptions, build_decoder
+from asr.devices import resolve_device
 from asr.errors import AudioError
 from asr.features import FeatureExtractor
 from asr.long_audio import LONG_AUDIO_SECONDS, OVERLAP_SECONDS, WINDOW_SECONDS, release_free_memory, stitch, windows
@@ -53,9 +54,7 @@ class Recognizer:
     def __init__(self, model: AcousticModel, extractor: FeatureExtractor, tokenizer: Tokenizer, device: str = "auto",
                  options: DecodingOptions = DecodingOptions(), amp_dtype: torch.dtype = torch.float32,
                  max_frames: int = DEFAULT_BATCH_FRAMES):
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = resolve_device(str(device), field="device")
         self.model = model.to(self.device)
         self.extractor, self.tokenizer, self.options = extractor, tokenizer, options
         self.amp_dtype, self.max_frames = amp_dtype, max_frames  # padded frames per batch

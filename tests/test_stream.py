@@ -233,10 +233,22 @@ def test_a_bad_stdin_rate_is_one_line_naming_the_flag(tiny_recognizer):
 
 def test_unknown_input_device_is_one_line_listing_the_devices(tiny_recognizer):
     pytest.importorskip("sounddevice", reason="PortAudio (libportaudio2) is not installed")
-    done = run_cli("stream", str(tiny_recognizer[1]), "--device", "no-such-device")
+    done = run_cli("stream", str(tiny_recognizer[1]), "--input-device", "no-such-device")
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert "input device 'no-such-device' not found" in done.stderr
+    assert "--input-device" not in done.stderr  # no deprecation warning for the new spelling
+
+
+def test_old_spelling_of_the_microphone_option_still_works_with_a_warning(tiny_recognizer):
+    """``asr stream --device NAME`` meant the microphone in asr 0.1: still read as --input-device
+    for one release, with a warning; a compute device after --device is the compute device."""
+    pytest.importorskip("sounddevice", reason="PortAudio (libportaudio2) is not installed")
+    done = run_cli("stream", str(tiny_recognizer[1]), "--device", "no-such-device")
+    assert "the microphone is now --input-device" in done.stderr
+    assert "input device 'no-such-device' not found" in done.stderr  # it was taken as the microphone
+    done = run_cli("stream", str(tiny_recognizer[1]), "--device", "cuda:7", "--input", "-")
+    assert done.returncode != 0 and "--input-device" not in done.stderr  # taken as the compute device
 
 
 @pytest.fixture
@@ -269,7 +281,7 @@ def test_microphone_stream_through_a_real_pulseaudio_device(tiny_recognizer, pul
     _, model_path, manifest = tiny_recognizer
     path, reference = yesno_file(manifest)
     listener = subprocess.Popen(
-        [sys.executable, "-m", "asr", "stream", str(model_path), "--device", "pulse", "--json"],
+        [sys.executable, "-m", "asr", "stream", str(model_path), "--input-device", "pulse", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         preexec_fn=default_sigint,
     )
@@ -317,3 +329,154 @@ def test_a_chunk_aware_model_streams_with_its_training_chunks():
     options = model_stream_options(recognizer)  # 30 ms output frames: 3 stacked 10 ms frames
     assert (options.chunk_ms, options.right_context_ms) == pytest.approx((150.0, 210.0))
     assert model_stream_options(recognizer, chunk_ms=90.0).chunk_ms == 90.0
+
+
+# ---- endpointing, and the microphone against the file ------------------------------------------
+
+
+def two_utterances(manifest, tmp_path, gap: float = 1.5) -> tuple[str, list[tuple[str, float, float]]]:
+    """Two real recordings (the tiny model's training files 1 and 5, whose texts differ in four
+    words), each cut to its speech plus 0.3 s, with ``gap`` seconds of quiet room noise (-60 dB)
+    between them, 0.5 s before and 1 s after, written as 16-bit WAV at their own rate; returns the
+    path and each utterance's (text, speech start, speech end) in seconds. Speech is where the
+    10 ms energy is above -35 dB (the recordings' noise floor is near -52 dB, words reach -16 dB)."""
+    lines = [json.loads(line) for line in open(manifest)]
+    rng = np.random.default_rng(0)
+    pieces, spans, position = [], [], 0.0
+    rate = None
+
+    def quiet(seconds: float) -> np.ndarray:
+        return (0.001 * rng.standard_normal(int(seconds * rate))).astype(np.float32)
+
+    for index in (1, 5):
+        audio, rate = sf.read(lines[index]["audio_filepath"], dtype="float32")
+        block = rate // 100
+        energy = 10 * np.log10((audio[: len(audio) // block * block].reshape(-1, block) ** 2).mean(1) + 1e-10)
+        loud = np.flatnonzero(energy > -35)
+        start, end = loud[0] * block, (loud[-1] + 1) * block
+        pad = int(0.3 * rate)
+        lead = quiet(0.5 if index == 1 else gap)
+        speech = audio[max(0, start - pad) : end + pad]
+        pieces += [lead, speech]
+        position += len(lead) / rate
+        spans.append((lines[index]["text"], position + min(pad, start) / rate, position + (min(pad, start) + end - start) / rate))
+        position += len(speech) / rate
+    pieces.append(quiet(1.0))
+    path = tmp_path / "two_utterances.wav"
+    sf.write(path, np.concatenate(pieces), rate, subtype="PCM_16")
+    return str(path), spans
+
+
+def test_a_pause_ends_a_streaming_segment_with_a_final_result(tiny_recognizer, tmp_path):
+    """Two utterances 2.1 s apart (1.5 s gap + the 0.3 s margins): with --endpoint-silence-ms 500
+    the pause ends the first segment (its final comes before the second utterance starts) and a
+    new one begins; each final has its own utterance's words and spans that speech. A pause
+    shorter than the endpoint silence ends nothing: one final with all the words."""
+    from asr.scoring import score
+
+    _, model_path, manifest = tiny_recognizer
+    path, spans = two_utterances(manifest, tmp_path)
+    (text_a, start_a, end_a), (text_b, start_b, end_b) = spans
+    total = sf.info(path).duration
+    done = run_cli("stream", str(model_path), "--input", path, "--no-realtime", "--json", "--endpoint-silence-ms", "500")
+    assert done.returncode == 0, done.stderr
+    events = parse_events(done.stdout)
+    finals = [e for e in events if e["type"] == "final"]
+    assert len(finals) == 2, finals
+    first, second = finals
+    # each final is its own utterance's words (the two differ in 4 of 8; the tiny model may slip one)
+    assert score([text_a], [first["text"]]).wer <= 12.5 and score([text_b], [second["text"]]).wer <= 12.5, finals
+    # the first: from before its speech to 0.5 s of non-speech after it (+ the VAD's hang-over on
+    # the word's fading end), and emitted before the second utterance began
+    assert first["start"] <= start_a and end_a + 0.5 - 0.03 <= first["end"] <= end_a + 1.0, (first, spans)
+    assert first["end"] < start_b
+    assert all(e["end"] < start_b for e in events[: events.index(first)])
+    # the second: a new segment, starting after the first ended and before its own speech
+    assert first["end"] <= second["start"] <= start_b and end_b + 0.5 - 0.03 <= second["end"] <= end_b + 1.0, (
+        second, spans)
+    assert any(e["type"] == "partial" and first["end"] <= e["start"] for e in events)  # partials of the new segment
+
+    done = run_cli("stream", str(model_path), "--input", path, "--no-realtime", "--json", "--endpoint-silence-ms", "3000")
+    assert done.returncode == 0, done.stderr
+    finals = [e for e in parse_events(done.stdout) if e["type"] == "final"]
+    assert len(finals) == 1 and finals[0]["start"] <= start_a and finals[0]["end"] == pytest.approx(total, abs=0.03)
+    # all the words, in order (by characters: across a long pause the tiny model, trained on pauses
+    # of a fraction of a second, may give no space between the two utterances' words)
+    assert score([f"{text_a} {text_b}"], [finals[0]["text"]]).cer <= 5.0, finals
+
+
+class null_sink:
+    """A PulseAudio null sink of its own at ``rate`` Hz mono, for one test: what paplay plays into
+    it reaches a recorder of its monitor sample for sample (no resampling, unity volume). Only
+    the processes given ``env`` (PULSE_SOURCE) record from it; the server's default is untouched."""
+
+    def __init__(self, rate: int):
+        self.name, self.rate = f"asr_test_{os.getpid()}", rate
+
+    def __enter__(self) -> "null_sink":
+        loaded = subprocess.run(["pactl", "load-module", "module-null-sink", f"sink_name={self.name}", f"rate={self.rate}",
+                                 "channels=1", "format=s16le"], capture_output=True, text=True)
+        assert loaded.returncode == 0, loaded.stderr
+        self.module = loaded.stdout.strip()
+        self.env = {**os.environ, "PULSE_SOURCE": f"{self.name}.monitor", "PYTHONUNBUFFERED": "1"}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        subprocess.run(["pactl", "unload-module", self.module], capture_output=True)
+
+
+def test_the_microphone_and_the_same_file_give_the_same_finals(tiny_recognizer, pulseaudio, tmp_path):
+    """`asr stream --device pulse` hearing the file played by paplay through a virtual microphone
+    gives the finals of `asr stream --input FILE`: the same segments with the same words. Times
+    are not compared (the recording starts whenever the device delivers); the texts may differ
+    by one word at most, since the device may drop the first block, which moves the 30 ms
+    voice-activity grid against the speech."""
+    from queue import Empty, Queue
+    from threading import Thread
+
+    from asr.scoring import score
+
+    recognizer, model_path, manifest = tiny_recognizer
+    path, spans = two_utterances(manifest, tmp_path)
+    from_file = run_cli("stream", str(model_path), "--input", path, "--no-realtime", "--json")
+    assert from_file.returncode == 0, from_file.stderr
+    file_finals = [e["text"] for e in parse_events(from_file.stdout) if e["type"] == "final"]
+    assert len(file_finals) == 2 and all(score([s[0]], [f]).wer <= 12.5 for s, f in zip(spans, file_finals)), file_finals
+
+    with null_sink(recognizer.sample_rate) as sink:
+        listener = subprocess.Popen(
+            [sys.executable, "-m", "asr", "stream", str(model_path), "--device", "pulse", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=sink.env, preexec_fn=default_sigint,
+        )
+        lines: Queue = Queue()
+        reader = Thread(target=lambda: [lines.put(line) for line in listener.stdout], daemon=True)
+        heard: list[str] = []
+        try:
+            deadline = time.time() + 120
+            while "listening on" not in listener.stderr.readline():  # the model is loaded, the device open
+                assert listener.poll() is None and time.time() < deadline, "asr stream did not start"
+            reader.start()
+            subprocess.run(["paplay", f"--device={sink.name}", path], check=True, timeout=60)
+            # the file ends in 1 s of quiet: both segments end by their pause, not by Ctrl-C; wait
+            # for the finals themselves (the time limit only stops a broken run from hanging)
+            finals = 0
+            while finals < len(file_finals):
+                try:
+                    line = lines.get(timeout=max(0.0, deadline - time.time()))
+                except Empty:
+                    pytest.fail(f"asr stream gave {finals} of {len(file_finals)} finals: {heard}")
+                heard.append(line)
+                finals += json.loads(line)["type"] == "final"
+        finally:
+            listener.send_signal(signal.SIGINT)
+            listener.wait(timeout=60)
+            reader.join(timeout=60) if reader.is_alive() else None
+        err = listener.stderr.read()
+    while not lines.empty():
+        heard.append(lines.get())
+    assert listener.returncode == 0, err
+    mic_finals = [e["text"] for e in parse_events("".join(heard)) if e["type"] == "final"]
+    print("MIC", mic_finals, "FILE", file_finals, heard[-1])
+    assert len(mic_finals) == len(file_finals), (mic_finals, file_finals)
+    for mic, file in zip(mic_finals, file_finals):
+        assert score([file], [mic]).wer <= 12.5, (mic_finals, file_finals)

@@ -4,7 +4,7 @@
 
 Builds one recording from Free Spoken Digit Dataset clips (real people saying digits: each
 string is 3-5 clips of one speaker joined by 0.15-0.4 s pauses, strings 1.5 s apart), plays it
-with ``paplay`` into a PulseAudio null sink while ``asr stream MODEL --device pulse --json``
+with ``paplay`` into a PulseAudio null sink while ``asr stream MODEL --input-device pulse --json``
 listens on the sink's monitor, as a user speaking into a microphone would be heard. Reports the
 WER of the stream's final results against the truth, and against the same file transcribed
 offline (``asr transcribe``) and streamed from the file (``asr stream --input``): what the
@@ -82,7 +82,7 @@ def finals(stdout: str) -> str:
 def through_microphone(model: Path, recording: Path) -> str:
     """The finals of ``asr stream`` on the PulseAudio monitor while ``paplay`` plays ``recording``."""
     listener = subprocess.Popen(
-        [sys.executable, "-m", "asr", "stream", str(model), "--device", "pulse", "--json"], cwd=ROOT,
+        [sys.executable, "-m", "asr", "stream", str(model), "--input-device", "pulse", "--json"], cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
