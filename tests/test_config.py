@@ -1,6 +1,6 @@
 import pytest
 
-from asr.config import load_train_config, to_yaml
+from asr.config import CONF_DIR, load_train_config, to_yaml
 from asr.errors import ConfigError
 from asr.model import CellType
 from asr.tokenizer import TokenizerKind
@@ -77,3 +77,42 @@ def test_a_numbered_gpu_is_refused_under_torchrun():
     with pytest.raises(ConfigError, match="trainer.device='cuda:1': with several processes each takes the GPU of its LOCAL_RANK"):
         resolve_device("cuda:1", local_rank=0, world_size=2)
     assert resolve_device("cpu", local_rank=1, world_size=2).type == "cpu"
+
+
+GROUP_SCHEMAS = {"features": "asr.features.FeatureConfig", "augment": "asr.augment.AugmentConfig",
+                 "tokenizer": "asr.tokenizer.TokenizerConfig", "model": "asr.model.ModelConfig",
+                 "optim": "asr.config.OptimConfig", "data": "asr.config.DataConfig",
+                 "trainer": "asr.config.TrainerConfig", "decode": "asr.decoding.DecodingOptions"}
+
+
+def _schema(group: str):
+    import importlib
+
+    module, name = GROUP_SCHEMAS[group].rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+@pytest.mark.parametrize("path", sorted(CONF_DIR.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_config_group_states_only_fields_of_its_dataclass_that_differ_from_the_default(path):
+    """Defaults live in the dataclasses: a group file that restates one (or names a field the
+    dataclass lacks) would let the two drift apart."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from asr.checkpoint import config_to_dict
+
+    schema = _schema(path.parent.name)
+    defaults = config_to_dict(schema(**{f.name: "x" for f in dataclasses.fields(schema)
+                                        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}))
+    stated = OmegaConf.to_container(OmegaConf.load(path)) or {}
+    for key, value in stated.items():
+        assert key in defaults, f"{path}: {key} is not a field of {schema.__name__}"
+        assert value != defaults[key], f"{path}: {key}={value!r} restates the {schema.__name__} default"
+
+
+def test_the_default_config_is_the_dataclass_defaults():
+    from asr.config import DataConfig, TrainConfig
+
+    composed = load_train_config(["data.train_manifest=t.jsonl", "data.dev_manifest=d.jsonl"])
+    assert composed == TrainConfig(data=DataConfig(train_manifest="t.jsonl", dev_manifest="d.jsonl"))
