@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from asr import __version__
+from asr.cli_args import build_parser
 from asr.errors import AsrError
 
 log = logging.getLogger("asr")
@@ -56,34 +56,6 @@ def decoding_options(args: argparse.Namespace):
         blank_skip=None if args.blank_skip == 0 else args.blank_skip,
         token_min_logp=None if args.token_min_logp == 0 else args.token_min_logp,
     )
-
-
-def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
-    from asr.decoding import DecodingOptions
-
-    d = DecodingOptions()
-    g = p.add_argument_group("decoding")
-    g.add_argument("--decode", choices=["greedy", "beam"], default=None,
-                   help="greedy (default) or beam search (default when --lm or --lexicon is given)")
-    g.add_argument("--beam-size", type=int, default=d.beam_size, help=f"hypotheses kept per frame (default {d.beam_size})")
-    g.add_argument("--beam-size-token", type=int, default=None, help="tokens tried per frame (default: all)")
-    g.add_argument("--beam-threshold", type=float, default=d.beam_threshold,
-                   help=f"prune hypotheses scoring this far below the best (default {d.beam_threshold})")
-    g.add_argument("--blank-skip", type=float, default=d.blank_skip, metavar="P",
-                   help="beam search visits only the first of consecutive frames whose blank probability exceeds "
-                   f"P (default {d.blank_skip}; 0: visit every frame)")
-    g.add_argument("--token-min-logp", type=float, default=d.token_min_logp, metavar="L",
-                   help="beam search does not try tokens below log-probability L at a frame (the best always is; "
-                   f"default {d.token_min_logp}; 0: try all)")
-    g.add_argument("--lm", help="a KenLM word n-gram model (ARPA or binary, e.g. from 'asr lm build'; decoding is "
-                   "then restricted to its words) or a character LM from 'asr lm train' (lexicon-free)")
-    g.add_argument("--lexicon", help="words allowed in the output, one per line (the first field; spellings are "
-                   "taken from the model's tokenizer); default with an n-gram --lm: the LM's words")
-    g.add_argument("--lm-weight", type=float, default=None,
-                   help=f"LM weight alpha (default: from 'asr lm tune' for this LM, else {d.lm_weight})")
-    g.add_argument("--word-score", type=float, default=None,
-                   help=f"word insertion score beta (default: from 'asr lm tune' for this LM, else {d.word_score})")
-    g.add_argument("--nbest", type=int, default=1, help="hypotheses per file (beam search; json output)")
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
@@ -282,157 +254,20 @@ def cmd_lm_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def float_list(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers") from None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from asr.corpora import PREPARERS
-    from asr.decoding import DecodingOptions
-    from asr.stream import StreamOptions
-
-    parser = argparse.ArgumentParser(prog="asr", description="Bidirectional-LSTM CTC speech recognition.")
-    parser.add_argument("--version", action="version", version=f"asr {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("train", help="train a model from a hydra config",
-                       description="Train a model. Extra arguments are hydra overrides, e.g. "
-                       "data.train_manifest=train.jsonl model.hidden_size=320 trainer.output_dir=exp/run1. "
-                       "Leaves <trainer.output_dir>/model.pt and prints its path.")
-    p.add_argument("--config-name", default="config", help="config in the config dir (default: config)")
-    p.add_argument("--config-dir", default=None, help="config directory (default: the project's conf/)")
-    p.add_argument("overrides", nargs="*", help="hydra overrides key=value")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("transcribe", help="transcribe audio files", description="Transcribe audio files of any "
-                       "format libsndfile reads (wav, flac, ogg, mp3, sphere) at any sample rate.")
-    p.add_argument("model", help="model.pt written by 'asr train'")
-    p.add_argument("audio", nargs="+", help="audio files, folders of audio files, or JSON-lines manifests")
-    p.add_argument("--format", choices=["txt", "json", "srt", "vtt", "tsv"], default="txt",
-                   help="txt: the text (path<TAB>text for several inputs); json: one object per input with "
-                   "segments and words (times, confidences) and n-best when --nbest > 1; srt/vtt: subtitles; "
-                   "tsv: start/end (ms) and text per segment")
-    p.add_argument("--output-dir", help="write one <name>.<format> file per input here instead of printing")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    add_decoding_arguments(p)
-    p.set_defaults(func=cmd_transcribe)
-
-    so = StreamOptions()
-    p = sub.add_parser("stream", help="live transcription from the microphone, a file or stdin",
-                       description="Transcribe as audio arrives: partial results update one line, each final result "
-                       "(at a pause) gets its own line; --json prints one event object per line instead.")
-    p.add_argument("model", nargs="?", help="model.pt written by 'asr train'")
-    p.add_argument("--input-device", help="microphone: input device index or name (see --list-devices; default: "
-                   "the system's)")
-    p.add_argument("--list-devices", action="store_true", help="list input devices and exit")
-    p.add_argument("--input", help="a FILE fed at real-time pace instead of the microphone, or - for raw 16-bit "
-                   "little-endian mono PCM on stdin (at --rate)")
-    p.add_argument("--rate", type=int, help="sample rate of stdin PCM (default: the model's)")
-    p.add_argument("--no-realtime", action="store_true", help="feed --input FILE as fast as it is processed")
-    p.add_argument("--json", action="store_true",
-                   help='one JSON object per event: {"type": "partial"|"final", "text", "start", "end"}')
-    p.add_argument("--chunk-ms", type=float, help="audio per model step (default: what a chunk-aware model was "
-                   f"trained with, else {so.chunk_ms:g})")
-    p.add_argument("--right-context-ms", type=float, help="look-ahead of a bidirectional model's backward direction "
-                   f"(default: what a chunk-aware model was trained with, else {so.right_context_ms:g})")
-    p.add_argument("--endpoint-silence-ms", type=float, default=so.endpoint_silence_ms,
-                   help=f"a pause this long ends a final result (default {so.endpoint_silence_ms:g})")
-    p.add_argument("--max-segment", type=float, default=so.max_segment_s,
-                   help=f"seconds after which a result is final anyway (default {so.max_segment_s:g})")
-    p.add_argument("--final-pass", choices=["full", "chunked"], default=so.final_pass,
-                   help="full (default): each final result re-runs the whole bidirectional model over its segment; "
-                   "chunked: finals from the same chunked outputs as the partials")
-    p.add_argument("--device", default="auto", help="where the model runs: auto, cpu, cuda or cuda:N (as for the "
-                   "other commands; a microphone name here is still read as --input-device, with a warning)")
-    p.add_argument("--model-device", help=argparse.SUPPRESS)  # the old spelling of --device
-    add_decoding_arguments(p)
-    p.set_defaults(func=cmd_stream)
-
-    p = sub.add_parser("evaluate", help="score a model on a manifest",
-                       description="Decode a manifest and print WER/CER; the last line is 'WER <x> CER <y>' (percent).")
-    p.add_argument("model")
-    p.add_argument("manifest", help="JSON-lines manifest with audio_filepath, duration, text")
-    p.add_argument("--report", help="write per-utterance reference/hypothesis/errors (JSON lines) here")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="skip bad manifest lines and unreadable audio with a warning (counted) instead of stopping")
-    p.add_argument("--device", default="auto")
-    add_decoding_arguments(p)
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("prepare", help="prepare a corpus into manifests",
-                       description="Write train/dev/test manifests for a corpus under OUT_DIR.")
-    p.add_argument("corpus", choices=list(PREPARERS))
-    p.add_argument("out_dir")
-    p.add_argument("--data-dir", help="the corpus's local copy (its layout: recipes/<corpus>/README.md)")
-    p.add_argument("--download", action="store_true",
-                   help="download (and checksum) the corpus into --data-dir where it is missing; needs a network")
-    p.add_argument("--subsets", help="librispeech: comma-separated subsets (default "
-                   "train-clean-100,dev-clean,test-clean,test-other; train-960 = all training subsets)")
-    p.add_argument("--language", help="commonvoice: language code for text normalization (default: the tsv's locale)")
-    p.add_argument("--splits", help="commonvoice: comma-separated tsv names (default train,dev,test)")
-    p.add_argument("--size", type=int, default=None, help="synth: utterances to generate; fsdd: connected training strings (default 2000)")
-    p.add_argument("--seed", type=int, default=None, help="synth, fsdd: seed of generated material")
-    p.set_defaults(func=cmd_prepare)
-
-    p = sub.add_parser("lm", help="language models for beam search",
-                       description="Build, train and tune language models for 'transcribe/evaluate --lm'.")
-    lm = p.add_subparsers(dest="lm_command", required=True, metavar="LM_COMMAND")
-    b = lm.add_parser("build", help="build a word n-gram LM (ARPA, modified Kneser-Ney)",
-                      description="Estimate an interpolated modified Kneser-Ney n-gram model from text and write "
-                      "it as ARPA, loadable by 'asr transcribe --lm'. TEXT is a text file (one sentence per line) "
-                      "or a JSON-lines manifest (its 'text' fields).")
-    b.add_argument("text", nargs="+", help="text files or manifests")
-    b.add_argument("-o", "--output", required=True, help="ARPA file to write")
-    b.add_argument("--order", type=int, default=3, help="n-gram order (default 3)")
-    b.add_argument("--model", help="normalize the text as this model's tokenizer does (default: lower-case, "
-                   "no punctuation but apostrophes)")
-    b.set_defaults(func=cmd_lm_build)
-
-    c = lm.add_parser("train", help="train a character LSTM LM for beam-search fusion",
-                      description="Train a token-level LSTM language model over MODEL's tokenizer on TEXT (text "
-                      "files or manifests); 5%% is held out to report perplexity and bits per character. Use it "
-                      "with 'asr transcribe --lm charlm.pt' (lexicon-free beam search with shallow fusion).")
-    c.add_argument("text", nargs="+", help="text files or manifests")
-    c.add_argument("--model", required=True, help="the acoustic model whose tokens the LM predicts")
-    c.add_argument("-o", "--output", required=True, help="checkpoint to write, e.g. charlm.pt")
-    c.add_argument("--epochs", type=int, default=10)
-    c.add_argument("--hidden-size", type=int, default=256)
-    c.add_argument("--num-layers", type=int, default=1)
-    c.set_defaults(func=cmd_lm_train)
-
-    t = lm.add_parser("tune", help="search LM weight and word score on a dev manifest",
-                      description="Run the acoustic model once over MANIFEST, then beam-decode it with every "
-                      "(lm weight, word score) pair; writes the best to <LM>.params.json, which transcribe and "
-                      "evaluate use for this LM unless --lm-weight/--word-score are given.")
-    t.add_argument("model")
-    t.add_argument("manifest")
-    t.add_argument("--lm", required=True, help="the ARPA or binary KenLM model (or character LM) to tune")
-    t.add_argument("--lexicon", help="words allowed in the output, one per line (needed with a binary KenLM "
-                   "model, whose words cannot be read from it; default with an ARPA LM: its words)")
-    t.add_argument("--lm-weights", type=float_list, default=[0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0],
-                   help="comma-separated alphas (default 0,0.25,0.5,0.75,1,1.5,2)")
-    t.add_argument("--word-scores", type=float_list, default=[-1.0, 0.0, 1.0, 2.0],
-                   help="comma-separated betas (default -1,0,1,2)")
-    t.add_argument("--beam-size", type=int, default=DecodingOptions().beam_size)
-    t.add_argument("--show", type=int, default=5, help="print this many best trials")
-    t.add_argument("--device", default="auto")
-    t.set_defaults(func=cmd_lm_tune)
-    return parser
+COMMANDS = {"train": cmd_train, "transcribe": cmd_transcribe, "stream": cmd_stream, "evaluate": cmd_evaluate,
+            "prepare": cmd_prepare, "lm_build": cmd_lm_build, "lm_train": cmd_lm_train, "lm_tune": cmd_lm_tune}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handler = COMMANDS[args.handler]
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s" if args.verbose else "%(levelname)s %(message)s",
         stream=sys.stderr,
     )
     try:
-        return args.func(args)
+        return handler(args)
     except AsrError as exc:
         if args.verbose:
             raise

@@ -150,7 +150,25 @@ def to_yaml(cfg: TrainConfig) -> str:
 
 def validate(cfg: TrainConfig) -> None:
     """Reject impossible values with the field's full name."""
-    checks = [
+    checks = _front_end_checks(cfg) + _training_checks(cfg)
+    for name, ok, rule in checks:
+        if not ok:
+            raise ConfigError(f"{name}={_value(cfg, name)!r}: {rule}")
+    try:
+        cfg.decode.validate()
+    except DecodingError as exc:
+        raise ConfigError(f"decode.{exc}") from None
+    max_frames_needed = cfg.features.num_frames(int(cfg.data.max_duration * cfg.features.sample_rate))
+    if cfg.data.max_frames_per_batch < max_frames_needed:
+        raise ConfigError(
+            f"data.max_frames_per_batch={cfg.data.max_frames_per_batch!r}: smaller than one utterance of "
+            f"data.max_duration={cfg.data.max_duration}s ({max_frames_needed} frames)"
+        )
+
+
+def _front_end_checks(cfg: TrainConfig) -> list[tuple[str, bool, str]]:
+    """(field, value is possible, rule) for the features and the augmentation."""
+    return [
         ("features.sample_rate", 1000 <= cfg.features.sample_rate <= 1_000_000, "must be in [1000, 1000000] Hz"),
         ("features.n_mels", cfg.features.n_mels > 0, "must be > 0"),
         ("features.hop_ms", math.isfinite(cfg.features.hop_ms) and cfg.features.hop_length >= 1,
@@ -170,6 +188,12 @@ def validate(cfg: TrainConfig) -> None:
         ("augment.gain_db", 0 <= cfg.augment.gain_db <= 40, "must be in [0, 40]"),
         ("augment.time_mask_max_ratio", 0 <= cfg.augment.time_mask_max_ratio < 1, "must be in [0, 1)"),
         ("augment.freq_mask_width", 0 <= cfg.augment.freq_mask_width <= cfg.features.n_mels, "must be in [0, n_mels]"),
+    ]
+
+
+def _training_checks(cfg: TrainConfig) -> list[tuple[str, bool, str]]:
+    """(field, value is possible, rule) for the tokenizer, model, optimizer, data and trainer."""
+    return [
         ("tokenizer.vocab_size", cfg.tokenizer.vocab_size > 1, "must be > 1"),
         ("model.num_layers", cfg.model.num_layers > 0, "must be > 0"),
         ("model.hidden_size", cfg.model.hidden_size > 0, "must be > 0"),
@@ -201,19 +225,6 @@ def validate(cfg: TrainConfig) -> None:
         ("trainer.max_nonfinite_steps", cfg.trainer.max_nonfinite_steps > 0, "must be > 0"),
         ("trainer.grad_accum_steps", cfg.trainer.grad_accum_steps > 0, "must be > 0"),
     ]
-    for name, ok, rule in checks:
-        if not ok:
-            raise ConfigError(f"{name}={_value(cfg, name)!r}: {rule}")
-    try:
-        cfg.decode.validate()
-    except DecodingError as exc:
-        raise ConfigError(f"decode.{exc}") from None
-    max_frames_needed = cfg.features.num_frames(int(cfg.data.max_duration * cfg.features.sample_rate))
-    if cfg.data.max_frames_per_batch < max_frames_needed:
-        raise ConfigError(
-            f"data.max_frames_per_batch={cfg.data.max_frames_per_batch!r}: smaller than one utterance of "
-            f"data.max_duration={cfg.data.max_duration}s ({max_frames_needed} frames)"
-        )
 
 
 def _is_range(values: Sequence[float], low: float, high: float) -> bool:
