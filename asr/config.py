@@ -68,8 +68,8 @@ class DataConfig:
     max_frames_per_batch: int = 20000  # padded feature frames (10 ms each) per batch
     num_buckets: int = 10
     # each epoch a bucket's utterances are ordered by length x (1 ± length_jitter) before being cut
-    # into batches: 0 gives the least padding and the same batches every epoch (0.05 already trained
-    # worse on synth), larger values more varied batches and more padding
+    # into batches: 0 gives the least padding but the same batches every epoch, which trains worse;
+    # larger values give more varied batches and more padding
     length_jitter: float = 0.2
     num_workers: int = 1
     max_duration: float = 30.0  # longer training utterances are dropped with a warning
