@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from asr.cli_args import build_parser
+from asr.cli_args import build_parser, join_list_values
 from asr.errors import AsrError
 
 log = logging.getLogger("asr")
@@ -259,7 +259,7 @@ COMMANDS = {"train": cmd_train, "transcribe": cmd_transcribe, "stream": cmd_stre
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(join_list_values(sys.argv[1:] if argv is None else argv))
     handler = COMMANDS[args.handler]
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

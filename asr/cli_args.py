@@ -129,7 +129,7 @@ def add_lm(sub: argparse._SubParsersAction) -> None:
 
     c = lm.add_parser("train", help="train a character LSTM LM for beam-search fusion",
                       description="Train a token-level LSTM language model over MODEL's tokenizer on TEXT (text "
-                      "files or manifests); 5%% is held out to report perplexity and bits per character. Use it "
+                      "files or manifests); 5% is held out to report perplexity and bits per character. Use it "
                       "with 'asr transcribe --lm charlm.pt' (lexicon-free beam search with shallow fusion).")
     c.add_argument("text", nargs="+", help="text files or manifests")
     c.add_argument("--model", required=True, help="the acoustic model whose tokens the LM predicts")
@@ -184,6 +184,23 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--word-score", type=float, default=None,
                    help=f"word insertion score beta (default: from 'asr lm tune' for this LM, else {d.word_score})")
     g.add_argument("--nbest", type=int, default=1, help="hypotheses per file (beam search; json output)")
+
+
+LIST_OPTIONS = ("--lm-weights", "--word-scores")  # comma-separated numbers, which may start with "-"
+
+
+def join_list_values(argv: list[str]) -> list[str]:
+    """``--word-scores -1,0,1`` as ``--word-scores=-1,0,1``: argparse takes a value that starts
+    with "-" and is not a plain number for an option."""
+    joined, i = [], 0
+    while i < len(argv):
+        if argv[i] in LIST_OPTIONS and i + 1 < len(argv):
+            joined.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            joined.append(argv[i])
+            i += 1
+    return joined
 
 
 def float_list(text: str) -> list[float]:

@@ -78,5 +78,51 @@ def test_offset_past_the_end_is_an_error(tmp_path):
         load_audio(path, 16000, offset=2.0)
 
 
-def test_tone_factory_is_what_it_claims():
-    assert tone(0.5, 8000, 2).shape == (4000, 2)
+@pytest.mark.parametrize("ext,kwargs", FORMATS, ids=[f[0] for f in FORMATS])
+@pytest.mark.parametrize("seconds,rate,channels", [(0.5, 8000, 2), (1.25, 22050, 1), (2.0, 44100, 6)])
+def test_audio_info_reads_rate_and_duration_from_the_header(tmp_path, ext, kwargs, seconds, rate, channels):
+    """What the manifests and the batching rely on: the file's own rate and its duration, for any
+    format and channel count (the duration is frames / rate, not samples / rate)."""
+    if ext == "mp3":
+        channels = min(channels, 2)
+    path = write_audio(tmp_path / f"a.{ext}", seconds=seconds, rate=rate, channels=channels, **kwargs)
+    info_rate, duration = audio_info(path)
+    frames = int(seconds * rate)  # what was written
+    assert info_rate == rate
+    if ext == "mp3":  # the encoder pads up to a frame or two (1152 samples each) at the ends
+        assert frames <= duration * rate <= frames + 3 * 1152
+    else:
+        assert duration * rate == pytest.approx(frames, abs=1e-6)
+    # and it agrees with what load_audio decodes at the file's own rate
+    assert load_audio(path, rate).shape[0] == round(duration * rate)
+
+
+def test_audio_info_errors_name_the_file(tmp_path):
+    with pytest.raises(AudioError, match="missing.wav: audio file not found"):
+        audio_info(tmp_path / "missing.wav")
+    (tmp_path / "text.wav").write_text("this is not audio\n" * 20)
+    with pytest.raises(AudioError, match="text.wav: cannot read audio"):
+        audio_info(tmp_path / "text.wav")
+    sf.write(tmp_path / "slow.wav", np.zeros(100, dtype=np.float32), 500)
+    with pytest.raises(AudioError, match=r"slow.wav: sample rate 500 Hz is not audio"):
+        audio_info(tmp_path / "slow.wav")
+
+
+@pytest.mark.parametrize("orig,new", [(44100, 16000), (8000, 16000), (44101, 16000), (16000, 16000)])
+def test_resample_keeps_length_and_frequency(orig, new):
+    """asr.audio.resample, the one resampler of every input: the duration is kept, a tone stays at
+    its frequency (also for an awkward ratio like 44101/16000, resampled by soxr), and equal rates
+    leave the samples alone."""
+    from asr.audio import resample
+
+    waveform = torch.from_numpy(tone(1.0, orig, freq=440.0)[:, 0])
+    out = resample(waveform, orig, new)
+    if orig == new:
+        assert out is waveform
+        return
+    assert out.dtype == torch.float32 and abs(out.shape[0] - new) <= 1
+    spectrum = np.abs(np.fft.rfft(out.numpy()))
+    assert abs(np.argmax(spectrum) * new / out.shape[0] - 440) < 2
+    # band-limited: the tone keeps its level and nothing else appears
+    assert 0.45 < float(out[new // 10: -new // 10].abs().max()) < 0.55
+    assert spectrum[np.abs(np.arange(len(spectrum)) * new / out.shape[0] - 440) > 20].max() < 0.02 * spectrum.max()

@@ -94,13 +94,61 @@ def test_a_word_whose_first_letter_fired_early_starts_at_its_own_speech():
     assert edges[1][0] < 50, edges
 
 
-def test_segments_break_at_pauses_and_length():
-    words = [WordTiming("one", 0.0, 0.3, 1.0), WordTiming("two", 0.4, 0.7, 1.0), WordTiming("three", 2.0, 2.4, 1.0)]
-    segments = segment_words(words, max_gap=0.8)
-    assert [s.text for s in segments] == ["one two", "three"]
-    assert [len(s.text) for s in segment_words(words * 10, max_chars=20)] and all(
-        len(s.text) <= 20 for s in segment_words(words * 10, max_chars=20)
-    )
+def cues(segments) -> list[tuple[float, float, str]]:
+    return [(s.start, s.end, s.text) for s in segments]
+
+
+def timed(*spans: tuple[str, float, float]) -> list[WordTiming]:
+    return [WordTiming(word, start, end, 1.0) for word, start, end in spans]
+
+
+# times below are multiples of 0.25 s (exact in binary), so "exactly at the limit" is exact
+
+
+def test_cues_break_at_a_pause_longer_than_max_gap():
+    words = timed(("one", 0.0, 0.5), ("two", 0.75, 1.0), ("three", 1.5, 1.75),  # gaps 0.25 and exactly 0.5
+                  ("four", 2.5, 3.0), ("five", 3.25, 3.5))  # a 0.75 s pause before "four"
+    segments = segment_words(words, max_gap=0.5, max_chars=1000, max_seconds=1000)
+    assert cues(segments) == [(0.0, 1.75, "one two three"), (2.5, 3.5, "four five")]
+    assert [len(s.words) for s in segments] == [3, 2] and segments[1].words[0] is words[3]
+    # a pause that is not longer than max_gap never breaks
+    longer = segment_words(words, max_gap=0.75, max_chars=1000, max_seconds=1000)
+    assert cues(longer) == [(0.0, 3.5, "one two three four five")]
+
+
+def test_cues_break_before_the_word_that_would_pass_max_chars():
+    words = timed(("aaa", 0.0, 0.25), ("bbb", 0.25, 0.5), ("cc", 0.5, 0.75), ("dddd", 0.75, 1.0), ("e", 1.0, 1.25),
+                  ("abcdefghijkl", 1.25, 1.5), ("f", 1.5, 1.75))
+    segments = segment_words(words, max_gap=10, max_chars=10, max_seconds=1000)
+    # "aaa bbb cc" is exactly 10 characters; "+ dddd" would be 15. A word longer than the limit
+    # gets a cue of its own, whole
+    assert cues(segments) == [(0.0, 0.75, "aaa bbb cc"), (0.75, 1.25, "dddd e"), (1.25, 1.5, "abcdefghijkl"),
+                              (1.5, 1.75, "f")]
+    assert all(len(s.text) <= 10 for s in segments if len(s.words) > 1)
+
+
+def test_cues_break_before_the_word_that_would_pass_max_seconds():
+    words = timed(*[(f"w{i}", 0.75 * i, 0.75 * i + 0.5) for i in range(7)])  # 0.5 s words, 0.25 s apart
+    segments = segment_words(words, max_gap=10, max_chars=1000, max_seconds=2.0)
+    # w0..w2 span exactly 2.0 s; w3 would make it 2.75 s: a new cue starts at w3
+    assert cues(segments) == [(0.0, 2.0, "w0 w1 w2"), (2.25, 4.25, "w3 w4 w5"), (4.5, 5.0, "w6")]
+    assert cues(segment_words(words, max_gap=10, max_chars=1000, max_seconds=1.0)) == [
+        (0.75 * i, 0.75 * i + 0.5, f"w{i}") for i in range(7)]  # no two words fit in 1 s
+
+
+def test_subtitle_cues_use_the_default_limits():
+    """The srt writer's cues: a pause over 0.8 s, 42 characters and 6 s each end a cue."""
+    pause = timed(("hello", 0.0, 0.5), ("there", 0.75, 1.25), ("again", 2.25, 2.5))  # 1.0 s pause
+    long_line = timed(*[(f"word{i:02d}", 3.0 + 0.5 * i, 3.25 + 0.5 * i) for i in range(7)])  # 0.25 s gaps
+    slow = timed(*[(f"s{i}", 7.0 + 1.0 * i, 7.75 + 1.0 * i) for i in range(8)])  # 0.25 s gaps, short text
+    t = Transcript("x.wav", "", 15.0, 0.0, (), tuple(pause + long_line + slow))
+    got = [SRT_CUE.match(cue).groups()[1:] for cue in render(t, OutputFormat.srt).strip().split("\n\n")]
+    assert got == [
+        ("00:00:00,000", "00:00:01,250", "hello there"),
+        ("00:00:02,250", "00:00:05,250", "again word00 word01 word02 word03 word04"),  # 40 characters; +7 > 42
+        ("00:00:05,500", "00:00:10,750", "word05 word06 s0 s1 s2 s3"),  # 5.25 s; s4 would end it at 6.25 s
+        ("00:00:11,000", "00:00:14,750", "s4 s5 s6 s7"),
+    ]
     assert timestamp(3725.5, ",") == "01:02:05,500"
 
 
@@ -132,7 +180,7 @@ def test_real_timestamps_are_monotonic_and_inside_the_audio(trained_tiny, speech
     from asr.data import read_manifest
 
     utts = read_manifest(manifest)[:4]
-    for utt, t in zip(utts, recognizer.transcribe_utterances(utts, timestamps=True, speech_edges=speech_edges)):
+    for utt, t in zip(utts, recognizer.transcribe(utts, timestamps=True, speech_edges=speech_edges)):
         assert " ".join(w.word for w in t.words) == t.text
         ends = [0.0] + [x for w in t.words for x in (w.start, w.end)]
         assert ends == sorted(ends) and ends[-1] <= utt.duration + 1e-6
@@ -152,7 +200,7 @@ def test_cli_writes_one_subtitle_file_per_input(trained_tiny, tmp_path):
 
 
 def test_windows_tile_the_audio_exactly():
-    from asr.transcribe import windows
+    from asr.long_audio import windows
 
     plan = windows(100.0, 30.0, 4.0)
     assert plan[0][0] == 0.0 and plan[0][2] == 0.0
@@ -164,7 +212,7 @@ def test_windows_tile_the_audio_exactly():
 
 
 def test_stitching_keeps_each_word_of_the_overlaps_once():
-    from asr.transcribe import stitch, windows
+    from asr.long_audio import stitch, windows
 
     truth = [WordTiming(f"w{i}", i * 0.7, i * 0.7 + 0.4, 1.0) for i in range(40)]  # 28 s of words
     plan = windows(28.0, 8.0, 2.0)
@@ -182,7 +230,6 @@ def test_long_audio_in_windows_matches_one_pass(trained_tiny, tmp_path):
     import soundfile as sf
 
     from asr.data import Utterance, read_manifest
-    from asr.transcribe import transcribe_all, transcribe_long
 
     model_path, manifest, _ = trained_tiny
     recognizer = Recognizer.load(model_path, "cpu")
@@ -192,15 +239,12 @@ def test_long_audio_in_windows_matches_one_pass(trained_tiny, tmp_path):
     joined = tmp_path / "long.wav"
     sf.write(joined, np.concatenate(pieces), rate)
     duration = sum(len(p) for p in pieces) / rate
-    whole = recognizer.transcribe_utterances([Utterance(joined, duration, "")])[0]
-    long = transcribe_long(recognizer, Utterance(joined, duration, ""), window=12.0, overlap=4.0)
+    whole = recognizer.transcribe([Utterance(joined, duration, "")])[0]
+    long = dict(recognizer.recognize([Utterance(joined, duration, "")], long_audio=10.0, window=12.0, overlap=4.0))[0]
     # the same words as one pass, but for a character or two at a window edge: the tiny test model
     # is weak enough that 4 s less left context can split a word ("no" -> "n o")
-    from asr.scoring import error_rates
+    from asr.scoring import score
 
-    assert error_rates([whole.text], [long.text]).wer <= 5.0 and len(long.words) > 30
+    assert score([whole.text], [long.text]).wer <= 5.0 and len(long.words) > 30
     starts = [w.start for w in long.words]
     assert starts == sorted(starts) and long.words[-1].end <= duration + 1e-6
-    # the driver behind 'asr transcribe', given only long inputs, windows each of them
-    only_long = transcribe_all(recognizer, [Utterance(joined, duration, "")], long_audio=10.0, window=12.0)
-    assert only_long[0].text == long.text  # the driver windows the same way

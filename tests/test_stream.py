@@ -359,7 +359,8 @@ def two_utterances(manifest, tmp_path, gap: float = 1.5) -> tuple[str, list[tupl
         speech = audio[max(0, start - pad) : end + pad]
         pieces += [lead, speech]
         position += len(lead) / rate
-        spans.append((lines[index]["text"], position + min(pad, start) / rate, position + (min(pad, start) + end - start) / rate))
+        onset = min(pad, start) / rate  # where the speech begins in the cut
+        spans.append((lines[index]["text"], position + onset, position + onset + (end - start) / rate))
         position += len(speech) / rate
     pieces.append(quiet(1.0))
     path = tmp_path / "two_utterances.wav"
@@ -378,7 +379,8 @@ def test_a_pause_ends_a_streaming_segment_with_a_final_result(tiny_recognizer, t
     path, spans = two_utterances(manifest, tmp_path)
     (text_a, start_a, end_a), (text_b, start_b, end_b) = spans
     total = sf.info(path).duration
-    done = run_cli("stream", str(model_path), "--input", path, "--no-realtime", "--json", "--endpoint-silence-ms", "500")
+    stream = ("stream", str(model_path), "--input", path, "--no-realtime", "--json")
+    done = run_cli(*stream, "--endpoint-silence-ms", "500")
     assert done.returncode == 0, done.stderr
     events = parse_events(done.stdout)
     finals = [e for e in events if e["type"] == "final"]
@@ -396,7 +398,7 @@ def test_a_pause_ends_a_streaming_segment_with_a_final_result(tiny_recognizer, t
         second, spans)
     assert any(e["type"] == "partial" and first["end"] <= e["start"] for e in events)  # partials of the new segment
 
-    done = run_cli("stream", str(model_path), "--input", path, "--no-realtime", "--json", "--endpoint-silence-ms", "3000")
+    done = run_cli(*stream, "--endpoint-silence-ms", "3000")
     assert done.returncode == 0, done.stderr
     finals = [e for e in parse_events(done.stdout) if e["type"] == "final"]
     assert len(finals) == 1 and finals[0]["start"] <= start_a and finals[0]["end"] == pytest.approx(total, abs=0.03)
@@ -413,9 +415,9 @@ class null_sink:
     def __init__(self, rate: int):
         self.name, self.rate = f"asr_test_{os.getpid()}", rate
 
-    def __enter__(self) -> "null_sink":
-        loaded = subprocess.run(["pactl", "load-module", "module-null-sink", f"sink_name={self.name}", f"rate={self.rate}",
-                                 "channels=1", "format=s16le"], capture_output=True, text=True)
+    def __enter__(self) -> null_sink:
+        loaded = subprocess.run(["pactl", "load-module", "module-null-sink", f"sink_name={self.name}",
+                                 f"rate={self.rate}", "channels=1", "format=s16le"], capture_output=True, text=True)
         assert loaded.returncode == 0, loaded.stderr
         self.module = loaded.stdout.strip()
         self.env = {**os.environ, "PULSE_SOURCE": f"{self.name}.monitor", "PYTHONUNBUFFERED": "1"}
@@ -426,7 +428,7 @@ class null_sink:
 
 
 def test_the_microphone_and_the_same_file_give_the_same_finals(tiny_recognizer, pulseaudio, tmp_path):
-    """`asr stream --device pulse` hearing the file played by paplay through a virtual microphone
+    """`asr stream --input-device pulse` hearing the file played by paplay through a virtual microphone
     gives the finals of `asr stream --input FILE`: the same segments with the same words. Times
     are not compared (the recording starts whenever the device delivers); the texts may differ
     by one word at most, since the device may drop the first block, which moves the 30 ms
@@ -441,12 +443,14 @@ def test_the_microphone_and_the_same_file_give_the_same_finals(tiny_recognizer, 
     from_file = run_cli("stream", str(model_path), "--input", path, "--no-realtime", "--json")
     assert from_file.returncode == 0, from_file.stderr
     file_finals = [e["text"] for e in parse_events(from_file.stdout) if e["type"] == "final"]
-    assert len(file_finals) == 2 and all(score([s[0]], [f]).wer <= 12.5 for s, f in zip(spans, file_finals)), file_finals
+    assert len(file_finals) == 2, file_finals
+    assert all(score([text], [final]).wer <= 12.5 for (text, _, _), final in zip(spans, file_finals)), file_finals
 
     with null_sink(recognizer.sample_rate) as sink:
         listener = subprocess.Popen(
-            [sys.executable, "-m", "asr", "stream", str(model_path), "--device", "pulse", "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=sink.env, preexec_fn=default_sigint,
+            [sys.executable, "-m", "asr", "stream", str(model_path), "--input-device", "pulse", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=sink.env,
+            preexec_fn=default_sigint,
         )
         lines: Queue = Queue()
         reader = Thread(target=lambda: [lines.put(line) for line in listener.stdout], daemon=True)
@@ -476,7 +480,6 @@ def test_the_microphone_and_the_same_file_give_the_same_finals(tiny_recognizer, 
         heard.append(lines.get())
     assert listener.returncode == 0, err
     mic_finals = [e["text"] for e in parse_events("".join(heard)) if e["type"] == "final"]
-    print("MIC", mic_finals, "FILE", file_finals, heard[-1])
     assert len(mic_finals) == len(file_finals), (mic_finals, file_finals)
     for mic, file in zip(mic_finals, file_finals):
         assert score([file], [mic]).wer <= 12.5, (mic_finals, file_finals)
