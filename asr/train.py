@@ -80,13 +80,12 @@ def fit(run: Run, stop: StopSignal, run_log: RunLog) -> Path:
         if trainer.patience and state.bad_epochs >= trainer.patience:
             log.info("early stopping: no dev WER improvement for %d epochs", state.bad_epochs)
             break
-    if stop.requested:
+    if stop.requested or stop.limit_reached(state.step):
         path = save_training_checkpoint(run, run_log)
-        log.warning("interrupted at step %d: checkpoint %s; continue with trainer.resume=true", state.step, path)
-        raise KeyboardInterrupt
-    if stop.limit_reached(state.step):
+        if stop.requested:
+            log.warning("interrupted at step %d: checkpoint %s; continue with trainer.resume=true", state.step, path)
+            raise KeyboardInterrupt
         log.info("stopping: trainer.max_steps=%d reached", trainer.max_steps)
-        save_training_checkpoint(run, run_log)
     if not model_path.exists():  # e.g. resumed after the last epoch
         save_model(run, model_path)
     log.info("final model: %s (best dev WER %.2f CER %.2f)", model_path, *state.best)
