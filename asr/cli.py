@@ -30,30 +30,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def decoding_options(args: argparse.Namespace):
-    from asr.decoding import DecodeMethod, DecodingOptions
+    from asr.decoding import decoding_options
 
-    method = args.decode or ("beam" if (args.lm or args.lexicon) else "greedy")
-    defaults = DecodingOptions()
-    lm_weight, word_score = args.lm_weight, args.word_score
-    if args.lm and (lm_weight is None or word_score is None):
-        from asr.tuning import params_path, tuned_params
-
-        tuned = tuned_params(args.lm) or {}
-        if tuned:
-            log.info("LM weights from %s: %s", params_path(args.lm), tuned)
-        lm_weight = lm_weight if lm_weight is not None else tuned.get("lm_weight", defaults.lm_weight)
-        word_score = word_score if word_score is not None else tuned.get("word_score", defaults.word_score)
-    return DecodingOptions(
-        method=DecodeMethod(method),
-        beam_size=args.beam_size,
-        beam_size_token=args.beam_size_token,
-        beam_threshold=args.beam_threshold,
-        lm=args.lm,
-        lexicon=args.lexicon,
-        lm_weight=lm_weight if lm_weight is not None else defaults.lm_weight,
-        word_score=word_score if word_score is not None else defaults.word_score,
-        nbest=args.nbest,
-        blank_skip=None if args.blank_skip == 0 else args.blank_skip,
+    return decoding_options(
+        method=args.decode, lm=args.lm, lexicon=args.lexicon, lm_weight=args.lm_weight, word_score=args.word_score,
+        beam_size=args.beam_size, beam_size_token=args.beam_size_token, beam_threshold=args.beam_threshold,
+        nbest=args.nbest, blank_skip=None if args.blank_skip == 0 else args.blank_skip,
         token_min_logp=None if args.token_min_logp == 0 else args.token_min_logp,
     )
 
@@ -96,7 +78,6 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 def cmd_stream(args: argparse.Namespace) -> int:
     from asr.sources import Microphone, file_blocks, list_devices, stdin_blocks
-    from asr.stream import StreamingRecognizer, model_stream_options
     from asr.transcribe import Recognizer
 
     if args.list_devices:
@@ -108,10 +89,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
         raise AsrError(f"--rate {args.rate}: must be a positive sample rate")
     input_device = stream_input_device(args)
     recognizer = Recognizer.load(args.model, device=args.device, options=decoding_options(args))
-    options = model_stream_options(recognizer, chunk_ms=args.chunk_ms, right_context_ms=args.right_context_ms,
+    streamer = recognizer.streamer(chunk_ms=args.chunk_ms, right_context_ms=args.right_context_ms,
                                    endpoint_silence_ms=args.endpoint_silence_ms, max_segment_s=args.max_segment,
                                    final_pass=args.final_pass)
-    streamer = StreamingRecognizer(recognizer, options)
     rate, microphone = recognizer.sample_rate, None
     if args.input == "-":
         blocks = stdin_blocks(args.rate or rate, rate)

@@ -92,6 +92,33 @@ class DecodingOptions:
             raise DecodingError("an LM or lexicon needs beam search (decode=beam / --decode beam)")
 
 
+def decoding_options(method: str | None = None, lm: str | None = None, lexicon: str | None = None,
+                     lm_weight: float | None = None, word_score: float | None = None, **fields) -> DecodingOptions:
+    """Validated :class:`DecodingOptions` as ``asr transcribe`` reads its options: beam search when
+    an LM or lexicon is given, and an LM's weights as ``asr lm tune`` stored them unless given."""
+    unknown = set(fields) - {f.name for f in dataclasses.fields(DecodingOptions)}
+    if unknown:
+        raise DecodingError(f"{sorted(unknown)[0]}: not a decoding option (those of asr.DecodingOptions)")
+    if lm is not None and (lm_weight is None or word_score is None):
+        from asr.tuning import params_path, tuned_params
+
+        tuned = tuned_params(lm) or {}
+        if tuned:
+            log.info("LM weights from %s: %s", params_path(lm), tuned)
+        lm_weight = lm_weight if lm_weight is not None else tuned.get("lm_weight")
+        word_score = word_score if word_score is not None else tuned.get("word_score")
+    defaults = DecodingOptions()
+    try:
+        method = DecodeMethod(method or ("beam" if (lm or lexicon) else "greedy"))
+    except ValueError:
+        raise DecodingError(f"method={method!r}: greedy or beam") from None
+    options = DecodingOptions(method=method, lm=lm, lexicon=lexicon,
+                              lm_weight=defaults.lm_weight if lm_weight is None else lm_weight,
+                              word_score=defaults.word_score if word_score is None else word_score, **fields)
+    options.validate()
+    return options
+
+
 Decoder = Callable[[torch.Tensor, torch.Tensor], list[list[Hypothesis]]]
 
 

@@ -12,14 +12,16 @@ import logging
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence, overload
+
+import numpy as np
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from asr.alignment import WordTiming, word_timings
-from asr.audio import audio_info
+from asr.audio import audio_info, resample
 from asr.checkpoint import build_components, load_checkpoint
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest, skip_or_raise
 from asr.decoding import DecodingOptions, build_decoder
@@ -30,6 +32,9 @@ from asr.long_audio import LONG_AUDIO_SECONDS, OVERLAP_SECONDS, WINDOW_SECONDS, 
 from asr.model import AcousticModel
 from asr.scoring import ErrorRates, score
 from asr.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from asr.stream import StreamEvent, StreamingRecognizer
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +78,32 @@ class Recognizer:
         """Duration of one model output frame: feature hop times the subsampling factor."""
         return self.extractor.cfg.hop_ms / 1000 * self.model.cfg.subsampling_factor
 
-    def transcribe(self, inputs: Sequence[str | Path | Utterance], timestamps: bool = False,
-                   speech_edges: bool = True) -> list[Transcript]:
-        """Transcripts of audio files (any format and rate) or manifest entries, in input order.
+    @overload
+    def transcribe(self, audio: str | Path | Utterance | np.ndarray | torch.Tensor, sample_rate: int | None = None,
+                   timestamps: bool = True, speech_edges: bool = True) -> Transcript: ...
+
+    @overload
+    def transcribe(self, audio: list[str | Path | Utterance], sample_rate: None = None, timestamps: bool = True,
+                   speech_edges: bool = True) -> list[Transcript]: ...
+
+    def transcribe(self, audio, sample_rate=None, timestamps=True, speech_edges=True):
+        """Transcribe one input, or a list of them (in length-sorted batches, input order kept).
+
+        Args:
+            audio: an audio file (any format and rate), a manifest entry, or (T,) samples at
+                ``sample_rate`` (mono; (T, C) channels are averaged); or a list of files or entries.
+            timestamps: each transcript's words with start, end and confidence.
+            speech_edges: word edges moved from the CTC spans to the speech around them.
 
         Raises:
-            AudioError: for the first input whose audio is unusable (:meth:`recognize` reports
-                such inputs and goes on instead).
+            AudioError: for an input whose audio is unusable (the first one, for a list;
+                :meth:`recognize` reports such inputs and goes on instead).
         """
-        utts = [u if isinstance(u, Utterance) else Utterance(Path(u), audio_info(u)[1], "") for u in inputs]
+        if isinstance(audio, (np.ndarray, torch.Tensor)):
+            return self._transcribe_samples(audio, sample_rate, timestamps, speech_edges)
+        if not isinstance(audio, list):
+            return self.transcribe([audio], timestamps=timestamps, speech_edges=speech_edges)[0]
+        utts = [u if isinstance(u, Utterance) else Utterance(Path(u), audio_info(u)[1], "") for u in audio]
         done = dict(self.recognize(utts, timestamps, speech_edges=speech_edges))
         failed = next((t.error for t in done.values() if t.error is not None), None)
         if failed is not None:
@@ -170,9 +192,50 @@ class Recognizer:
             if was_training:
                 self.model.train()
 
+    def stream(self, blocks: Iterable[np.ndarray], sample_rate: int | None = None, **options) -> Iterator[StreamEvent]:
+        """Live transcription: blocks of (n,) samples at ``sample_rate`` (default: the model's) in,
+        the partial and final :class:`asr.stream.StreamEvent` s of ``asr stream --json`` out; the
+        last final comes when ``blocks`` ends. ``options``: the fields of
+        :class:`asr.stream.StreamOptions` (``chunk_ms``, ``endpoint_silence_ms``, ...)."""
+        from asr.sources import StreamResampler
+
+        streamer = self.streamer(**options)
+        rate = sample_rate or self.sample_rate
+        resampler = StreamResampler(rate, self.sample_rate) if rate != self.sample_rate else None
+        for block in blocks:
+            block = np.asarray(block, dtype=np.float32)
+            yield from streamer.accept(resampler.accept(block) if resampler is not None else block)
+        if resampler is not None:
+            yield from streamer.accept(resampler.accept(np.zeros(0, dtype=np.float32), final=True))
+        yield from streamer.finish()
+
+    def streamer(self, **options) -> StreamingRecognizer:
+        """A :class:`asr.stream.StreamingRecognizer` of this model (blocks at the model's rate in
+        with ``accept``, ``finish`` at the end); a chunk-aware model streams with the chunk and
+        right context it was trained with unless ``options`` say otherwise."""
+        from asr.stream import StreamingRecognizer, model_stream_options
+
+        return StreamingRecognizer(self, model_stream_options(self, **options))
+
+    def _transcribe_samples(self, samples: np.ndarray | torch.Tensor, sample_rate: int | None, timestamps: bool,
+                            speech_edges: bool) -> Transcript:
+        """One in-memory waveform, whole (no windows: it is in memory already)."""
+        waveform = samples_to_waveform(samples, sample_rate, self.sample_rate)
+        features = self.extractor(waveform)
+        with torch.inference_mode():
+            log_probs, lengths = self.model(features.unsqueeze(0).to(self.device), torch.tensor([features.shape[0]]))
+            log_probs = log_probs.float()
+            nbest = self.decoder(log_probs, lengths)[0]
+        utt = Utterance(Path("<samples>"), waveform.numel() / self.sample_rate, "")
+        decoded = iter([(0, nbest, log_probs[0, : int(lengths[0])].cpu(), None)])
+        transcripts = self._transcripts(decoded, [utt], timestamps, speech_edges, waveform=lambda _: waveform)
+        return _without_log_probs(next(transcripts)[1])
+
     def _transcripts(self, batches: Iterator[tuple], utts: Sequence[Utterance], timestamps: bool,
-                     speech_edges: bool) -> Iterator[tuple[int, Transcript]]:
-        """Decoded batches as transcripts, with word times when asked for."""
+                     speech_edges: bool, waveform: Callable[[int], torch.Tensor] | None = None,
+                     ) -> Iterator[tuple[int, Transcript]]:
+        """Decoded batches as transcripts, with word times when asked for (``waveform``: the
+        samples of utterance i, for the speech edges; default: read from its file)."""
         for index, nbest, log_probs, error in batches:
             utt = utts[index]
             if error is not None:
@@ -182,9 +245,11 @@ class Recognizer:
             words: tuple[WordTiming, ...] = ()
             if timestamps:
                 offset = utt.offset or 0.0
-                waveform = SpeechDataset([utt], self.extractor).waveform(0) if speech_edges else None
+                samples = None
+                if speech_edges:
+                    samples = waveform(index) if waveform else SpeechDataset([utt], self.extractor).waveform(0)
                 words = tuple(word_timings(log_probs, nbest[0].tokens, self.tokenizer, self.seconds_per_frame, offset,
-                                           end=offset + utt.duration, waveform=waveform, sample_rate=self.sample_rate))
+                                           end=offset + utt.duration, waveform=samples, sample_rate=self.sample_rate))
             alternatives = tuple(texts) if len(texts) > 1 else ()
             yield index, Transcript(str(utt.audio_filepath), texts[0][0], utt.duration, texts[0][1], alternatives, words,
                                     log_probs=log_probs)
@@ -207,6 +272,20 @@ class Recognizer:
                 progress.update(len(group))
         keeps = [(t, base + keep_from, base + keep_to) for t, (_, _, keep_from, keep_to) in zip(pieces, plan)]
         return stitch(keeps, str(utt.audio_filepath), utt.duration)
+
+
+def samples_to_waveform(samples: np.ndarray | torch.Tensor, sample_rate: int | None, model_rate: int) -> torch.Tensor:
+    """(T,) or (T, C) samples at ``sample_rate`` -> (T',) float32 mono at the model's rate."""
+    if sample_rate is None or sample_rate <= 0:
+        raise AudioError(f"sample_rate={sample_rate}: samples need their sample rate (a positive number of Hz)")
+    waveform = torch.as_tensor(np.asarray(samples, dtype=np.float32))
+    if waveform.dim() == 2:
+        waveform = waveform.mean(dim=1)
+    if waveform.dim() != 1 or waveform.numel() == 0:
+        raise AudioError(f"samples of shape {tuple(samples.shape)}: expected (T,) or (T, channels) with T > 0")
+    if not torch.isfinite(waveform).all():
+        raise AudioError("samples contain NaN or infinite values")
+    return resample(waveform, sample_rate, model_rate)
 
 
 def _without_log_probs(transcript: Transcript) -> Transcript:
