@@ -115,8 +115,7 @@ class Recognizer:
                   overlap: float = OVERLAP_SECONDS) -> Iterator[tuple[int, Transcript]]:
         """(index, transcript) of each utterance as it finishes: those up to ``long_audio`` seconds
         batched together, each longer one in ``window``-second windows overlapping by ``overlap``
-        seconds. An unusable input yields a
-        transcript whose ``error`` says why; the others go on.
+        seconds. An unusable input yields a transcript whose ``error`` says why; the others go on.
 
         Args:
             timestamps: word times (from the start of the file) and confidences.
