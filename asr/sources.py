@@ -11,7 +11,7 @@ import queue
 import sys
 import time
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional
+from typing import BinaryIO, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -80,26 +80,33 @@ def file_blocks(path: str | Path, rate: int, realtime: bool = True, block_ms: in
         yield audio[start : start + step]
 
 
-def pcm_blocks(stream: BinaryIO, input_rate: int, rate: int, block_ms: int = BLOCK_MS) -> Iterator[np.ndarray]:
-    """Raw little-endian 16-bit mono PCM at ``input_rate`` from a binary stream, as float32
-    blocks at ``rate``; ends at end of stream."""
-    resampler = StreamResampler(input_rate, rate)
-    size = input_rate * block_ms // 1000 * 2
-    leftover = b""
-    while True:
-        data = stream.read(size)
-        if not data:
-            break
-        data = leftover + data
-        whole = len(data) // 2 * 2
-        leftover = data[whole:]
-        samples = np.frombuffer(data[:whole], dtype="<i2").astype(np.float32) / 32768.0
-        out = resampler.accept(samples)
+def resample_blocks(blocks: Iterable[np.ndarray], orig_rate: int, new_rate: int) -> Iterator[np.ndarray]:
+    """Blocks of samples at ``orig_rate`` as float32 blocks at ``new_rate``, resampled as one
+    signal (:class:`StreamResampler`); the tail is flushed when ``blocks`` ends."""
+    resampler = StreamResampler(orig_rate, new_rate)
+    for block in blocks:
+        out = resampler.accept(np.asarray(block, dtype=np.float32))
         if len(out):
             yield out
     tail = resampler.accept(np.zeros(0, dtype=np.float32), final=True)
     if len(tail):
         yield tail
+
+
+def pcm_blocks(stream: BinaryIO, input_rate: int, rate: int, block_ms: int = BLOCK_MS) -> Iterator[np.ndarray]:
+    """Raw little-endian 16-bit mono PCM at ``input_rate`` from a binary stream, as float32
+    blocks at ``rate``; ends at end of stream."""
+    return resample_blocks(_pcm_samples(stream, input_rate * block_ms // 1000 * 2), input_rate, rate)
+
+
+def _pcm_samples(stream: BinaryIO, size: int) -> Iterator[np.ndarray]:
+    """16-bit PCM read ``size`` bytes at a time, as float32 samples (an odd byte waits for its pair)."""
+    leftover = b""
+    while data := stream.read(size):
+        data = leftover + data
+        whole = len(data) // 2 * 2
+        leftover = data[whole:]
+        yield np.frombuffer(data[:whole], dtype="<i2").astype(np.float32) / 32768.0
 
 
 def list_devices() -> str:

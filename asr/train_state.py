@@ -46,13 +46,6 @@ class TrainState:
     def from_dict(cls, data: dict) -> TrainState:
         return cls(**data | {"best": tuple(data["best"])})
 
-    def add_step(self, loss: float | None, frames: int, seconds: float) -> None:
-        """Count a finished optimizer step (``loss`` None: it was skipped as non-finite)."""
-        if loss is not None:
-            self.epoch_loss, self.epoch_steps = self.epoch_loss + loss, self.epoch_steps + 1
-        self.epoch_frames += frames
-        self.epoch_seconds = seconds
-
     def finish_epoch(self, dev_wer: float, dev_cer: float, world_size: int) -> tuple[EpochResult, bool]:
         """Close the epoch with its dev scores: its result, and whether its model is the one to
         keep (on a tie, the model trained longer is kept)."""

@@ -8,6 +8,7 @@ length-sorted batches, long ones in overlapping windows (:mod:`asr.long_audio`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -104,10 +105,11 @@ class Recognizer:
         if not isinstance(audio, list):
             return self.transcribe([audio], timestamps=timestamps, speech_edges=speech_edges)[0]
         utts = [u if isinstance(u, Utterance) else Utterance(Path(u), audio_info(u)[1], "") for u in audio]
-        done = dict(self.recognize(utts, timestamps, speech_edges=speech_edges))
-        failed = next((t.error for t in done.values() if t.error is not None), None)
-        if failed is not None:
-            raise AudioError(failed)
+        return raise_unusable(self.recognize_all(utts, timestamps=timestamps, speech_edges=speech_edges))
+
+    def recognize_all(self, utts: Sequence[Utterance], **options) -> list[Transcript]:
+        """:meth:`recognize` (with its ``options``) collected in input order."""
+        done = dict(self.recognize(utts, **options))
         return [done[i] for i in range(len(utts))]
 
     def recognize(self, utts: Sequence[Utterance], timestamps: bool = False, keep_log_probs: bool = False,
@@ -127,7 +129,7 @@ class Recognizer:
         batches = self._batches([utts[i] for i in short], timestamps or keep_log_probs, progress=len(utts) > 1)
         for position, transcript in self._transcripts(batches, [utts[i] for i in short], timestamps, speech_edges):
             if not keep_log_probs:
-                transcript = _without_log_probs(transcript)
+                transcript = dataclasses.replace(transcript, log_probs=None)
             yield short[position], transcript
         for i, utt in enumerate(utts):
             if utt.duration > long_audio:
@@ -143,8 +145,7 @@ class Recognizer:
         ``skipped`` and left out of the rates."""
         problems: list[str] | None = [] if skip_bad else None
         utts = read_manifest(manifest, problems=problems) if isinstance(manifest, (str, Path)) else list(manifest)
-        done = dict(self.recognize(utts))
-        rates = self.score(utts, [done[i] for i in range(len(utts))], skip_bad)
+        rates = self.score(utts, self.recognize_all(utts), skip_bad)
         for line in problems or []:
             rates.skip(str(manifest), line)
         return rates
@@ -196,16 +197,11 @@ class Recognizer:
         the partial and final :class:`asr.stream.StreamEvent` s of ``asr stream --json`` out; the
         last final comes when ``blocks`` ends. ``options``: the fields of
         :class:`asr.stream.StreamOptions` (``chunk_ms``, ``endpoint_silence_ms``, ...)."""
-        from asr.sources import StreamResampler
+        from asr.sources import resample_blocks
 
         streamer = self.streamer(**options)
-        rate = sample_rate or self.sample_rate
-        resampler = StreamResampler(rate, self.sample_rate) if rate != self.sample_rate else None
-        for block in blocks:
-            block = np.asarray(block, dtype=np.float32)
-            yield from streamer.accept(resampler.accept(block) if resampler is not None else block)
-        if resampler is not None:
-            yield from streamer.accept(resampler.accept(np.zeros(0, dtype=np.float32), final=True))
+        for block in resample_blocks(blocks, sample_rate or self.sample_rate, self.sample_rate):
+            yield from streamer.accept(block)
         yield from streamer.finish()
 
     def streamer(self, **options) -> StreamingRecognizer:
@@ -228,7 +224,7 @@ class Recognizer:
         utt = Utterance(Path("<samples>"), waveform.numel() / self.sample_rate, "")
         decoded = iter([(0, nbest, log_probs[0, : int(lengths[0])].cpu(), None)])
         transcripts = self._transcripts(decoded, [utt], timestamps, speech_edges, waveform=lambda _: waveform)
-        return _without_log_probs(next(transcripts)[1])
+        return dataclasses.replace(next(transcripts)[1], log_probs=None)
 
     def _transcripts(self, batches: Iterator[tuple], utts: Sequence[Utterance], timestamps: bool,
                      speech_edges: bool, waveform: Callable[[int], torch.Tensor] | None = None,
@@ -287,11 +283,12 @@ def samples_to_waveform(samples: np.ndarray | torch.Tensor, sample_rate: int | N
     return resample(waveform, sample_rate, model_rate)
 
 
-def _without_log_probs(transcript: Transcript) -> Transcript:
-    if transcript.log_probs is None:
-        return transcript
-    return Transcript(transcript.key, transcript.text, transcript.duration, transcript.score, transcript.alternatives,
-                      transcript.words, transcript.error)
+def raise_unusable(transcripts: list[Transcript]) -> list[Transcript]:
+    """``transcripts``, or an AudioError for the first whose audio was unusable."""
+    failed = next((t.error for t in transcripts if t.error is not None), None)
+    if failed is not None:
+        raise AudioError(failed)
+    return transcripts
 
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".sph", ".nist", ".aif", ".aiff", ".au", ".caf", ".w64"}

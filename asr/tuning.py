@@ -22,8 +22,7 @@ from tqdm import tqdm
 from asr.atomic import write_text
 from asr.data import Utterance, read_manifest
 from asr.decoding import BeamSearchDecoder, DecodeMethod, DecodingOptions
-from asr.errors import AudioError
-from asr.transcribe import Recognizer, Transcript
+from asr.transcribe import Recognizer, Transcript, raise_unusable
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +51,7 @@ def tuned_params(lm: str | Path) -> dict | None:
 def cached_log_probs(recognizer: Recognizer, manifest: str | Path) -> tuple[list[Utterance], list[Transcript]]:
     """The manifest's utterances and their greedy transcripts, each with its (T', V) log-probabilities."""
     utts = read_manifest(manifest)
-    done = dict(recognizer.recognize(utts, keep_log_probs=True, long_audio=math.inf))
-    transcripts = [done[i] for i in range(len(utts))]
-    failed = next((t.error for t in transcripts if t.error is not None), None)
-    if failed is not None:
-        raise AudioError(failed)
-    return utts, transcripts
+    return utts, raise_unusable(recognizer.recognize_all(utts, keep_log_probs=True, long_audio=math.inf))
 
 
 def redecode(decoder: BeamSearchDecoder, transcripts: Sequence[Transcript]) -> list[Transcript]:
