@@ -22,7 +22,7 @@ __all__ = ["load_model", "Recognizer", "Transcript", "WordTiming", "StreamEvent"
 if TYPE_CHECKING:
     from asr.transcribe import Recognizer
 
-_LAZY = {"Recognizer": "asr.transcribe", "Transcript": "asr.transcribe", "WordTiming": "asr.alignment",
+_LAZY = {"Recognizer": "asr.transcribe", "Transcript": "asr.transcript", "WordTiming": "asr.transcript",
          "StreamEvent": "asr.stream", "DecodingOptions": "asr.decoding", "AsrError": "asr.errors"}
 
 

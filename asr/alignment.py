@@ -19,20 +19,11 @@ after the pause, and one that began in a pause starts where the pause ends.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torchaudio.functional as AF
 
-from asr.tokenizer import BLANK_ID, CharTokenizer, Tokenizer
-
-
-@dataclass(frozen=True)
-class WordTiming:
-    word: str
-    start: float  # seconds from the start of the audio
-    end: float
-    confidence: float  # in [0, 1]
+from asr.tokenizer import BLANK_ID, Tokenizer
+from asr.transcript import WordTiming, word_groups
 
 
 def token_spans(log_probs: torch.Tensor, tokens: tuple[int, ...]) -> list[AF.TokenSpan]:
@@ -43,27 +34,6 @@ def token_spans(log_probs: torch.Tensor, tokens: tuple[int, ...]) -> list[AF.Tok
     targets = torch.tensor([tokens], dtype=torch.int32)
     aligned, scores = AF.forced_align(emissions, targets, blank=BLANK_ID)
     return AF.merge_tokens(aligned[0], scores[0].exp(), blank=BLANK_ID)
-
-
-def _word_groups(spans: list[AF.TokenSpan], tokenizer: Tokenizer) -> list[list[AF.TokenSpan]]:
-    """Split token spans into words: at space tokens (characters) or at pieces that start a
-    word with sentencepiece's '▁'."""
-    groups: list[list[AF.TokenSpan]] = []
-    current: list[AF.TokenSpan] = []
-    for span in spans:
-        if isinstance(tokenizer, CharTokenizer):
-            if tokenizer.symbols[span.token] == " ":
-                if current:
-                    groups.append(current)
-                current = []
-                continue
-        elif tokenizer.sp.id_to_piece(span.token - 1).startswith("\u2581") and current:
-            groups.append(current)
-            current = []
-        current.append(span)
-    if current:
-        groups.append(current)
-    return groups
 
 
 ENERGY_BLOCK_SECONDS = 0.01  # edges are placed on a 10 ms grid
@@ -208,7 +178,7 @@ def word_timings(
     """
     end = float("inf") if end is None else end
     groups, texts, confidences = [], [], []
-    for group in _word_groups(token_spans(log_probs, tokens), tokenizer):
+    for group in word_groups(token_spans(log_probs, tokens), tokenizer):
         text = tokenizer.decode([s.token for s in group]).strip()
         if text:
             frames = sum(s.end - s.start for s in group)

@@ -1,4 +1,7 @@
-"""Audio input: any file libsndfile reads -> mono float32 at the requested sample rate."""
+"""Audio input: any file libsndfile reads -> mono float32 at the requested sample rate.
+
+:func:`read_audio` needs no PyTorch (the runtime of exported models reads audio with it);
+:func:`load_audio` gives a tensor at the model's rate."""
 
 from __future__ import annotations
 
@@ -6,16 +9,26 @@ import logging
 from functools import lru_cache
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
 
 from asr.errors import AudioError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
 RATE_RANGE = (1000, 1_000_000)  # sample rates accepted as audio (Hz)
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".sph", ".nist", ".aif", ".aiff", ".au", ".caf",
+                  ".w64"}
+
+
+def audio_files(folder: str | Path) -> list[Path]:
+    """The audio files (by suffix) in ``folder`` and its subfolders, sorted."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
 
 
 def audio_info(path: str | Path) -> tuple[int, float]:
@@ -55,6 +68,15 @@ def load_audio(
     Raises:
         AudioError: naming the file, if it is missing, unreadable, empty or non-finite.
     """
+    import torch
+
+    samples, file_rate = read_audio(path, offset, duration)
+    return resample(torch.from_numpy(samples), file_rate, sample_rate)
+
+
+def read_audio(path: str | Path, offset: float = 0.0, duration: float | None = None) -> tuple[np.ndarray, int]:
+    """A segment of an audio file as it is stored: (T,) float32 mono samples and their rate.
+    Raises AudioError as :func:`load_audio` does."""
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: audio file not found")
@@ -78,14 +100,16 @@ def load_audio(
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if not np.isfinite(mono).all():
         raise AudioError(f"{path}: audio contains NaN or infinite samples")
-    waveform = torch.from_numpy(np.ascontiguousarray(mono))
-    return resample(waveform, file_rate, sample_rate)
+    return np.ascontiguousarray(mono), file_rate
 
 
 def resample(waveform: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
     """Band-limited resampling of (..., T) audio; a no-op when the rates agree."""
     if orig_rate == new_rate:
         return waveform
+    import torch
+    import torchaudio.functional as AF
+
     up, down = _reduced_ratio(int(orig_rate), int(new_rate))
     if up * down > 2_000_000:
         # torchaudio's polyphase kernel has down x (up + width) taps: for a rate like 44,101 Hz that

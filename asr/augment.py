@@ -19,12 +19,11 @@ from typing import Callable, List, Optional
 import torch
 import torchaudio.functional as AF
 
-from asr.audio import audio_info, load_audio
+from asr.audio import AUDIO_SUFFIXES, audio_files, audio_info, load_audio
 from asr.errors import AudioError, ConfigError
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".sph", ".aiff", ".aif"}
 
 
 @dataclass
@@ -250,7 +249,7 @@ class AudioFolder:
         root = Path(path).expanduser()
         if not root.is_dir():
             raise ConfigError(f"{field_name}={path!r}: not a folder")
-        self.files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+        self.files = audio_files(root)
         if not self.files:
             raise ConfigError(f"{field_name}={path!r}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in it")
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -168,6 +169,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from asr.export import export_onnx
+
+    if not args.output.endswith(".onnx"):
+        raise AsrError(f"{args.output}: the exported model's name must end in .onnx")
+    print(export_onnx(args.model, args.output, int8=args.int8))
+    return 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from asr.corpora import prepare_corpus
 
@@ -235,10 +245,15 @@ def cmd_lm_tune(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "transcribe": cmd_transcribe, "stream": cmd_stream, "evaluate": cmd_evaluate,
-            "prepare": cmd_prepare, "lm_build": cmd_lm_build, "lm_train": cmd_lm_train, "lm_tune": cmd_lm_tune}
+            "export": cmd_export, "prepare": cmd_prepare, "lm_build": cmd_lm_build, "lm_train": cmd_lm_train,
+            "lm_tune": cmd_lm_tune}
 
 
 def main(argv: list[str] | None = None) -> int:
+    if importlib.util.find_spec("torch") is None:  # pip install asr[onnx]: the runtime of exported models
+        from asr.deploy import main as deploy_main
+
+        return deploy_main(argv)
     args = build_parser().parse_args(join_list_values(sys.argv[1:] if argv is None else argv))
     handler = COMMANDS[args.handler]
     logging.basicConfig(

@@ -7,12 +7,15 @@ import argparse
 from asr import __version__
 
 
+MODEL_HELP = "model.pt written by 'asr train', or model.onnx written by 'asr export'"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asr", description="Bidirectional-LSTM CTC speech recognition.")
     parser.add_argument("--version", action="version", version=f"asr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_train, add_transcribe, add_stream, add_evaluate, add_prepare, add_lm):
+    for add in (add_train, add_transcribe, add_stream, add_evaluate, add_export, add_prepare, add_lm):
         add(sub)
     return parser
 
@@ -31,7 +34,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 def add_transcribe(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("transcribe", help="transcribe audio files", description="Transcribe audio files of any "
                        "format libsndfile reads (wav, flac, ogg, mp3, sphere) at any sample rate.")
-    p.add_argument("model", help="model.pt written by 'asr train'")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("audio", nargs="+", help="audio files, folders of audio files, or JSON-lines manifests")
     p.add_argument("--format", choices=["txt", "json", "srt", "vtt", "tsv"], default="txt",
                    help="txt: the text (path<TAB>text for several inputs); json: one object per input with "
@@ -50,7 +53,7 @@ def add_stream(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stream", help="live transcription from the microphone, a file or stdin",
                        description="Transcribe as audio arrives: partial results update one line, each final result "
                        "(at a pause) gets its own line; --json prints one event object per line instead.")
-    p.add_argument("model", nargs="?", help="model.pt written by 'asr train'")
+    p.add_argument("model", nargs="?", help=MODEL_HELP)
     p.add_argument("--input-device", help="microphone: input device index or name (see --list-devices; default: "
                    "the system's)")
     p.add_argument("--list-devices", action="store_true", help="list input devices and exit")
@@ -81,7 +84,7 @@ def add_stream(sub: argparse._SubParsersAction) -> None:
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a model on a manifest",
                        description="Decode a manifest and print WER/CER; the last line is 'WER <x> CER <y>' (percent).")
-    p.add_argument("model")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("manifest", help="JSON-lines manifest with audio_filepath, duration, text")
     p.add_argument("--report", help="write per-utterance reference/hypothesis/errors (JSON lines) here")
     p.add_argument("--skip-bad", action="store_true",
@@ -89,6 +92,18 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     add_decoding_arguments(p)
     p.set_defaults(handler="evaluate")
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a model to ONNX (runs without PyTorch)",
+                       description="Write a trained model as one ONNX file (features -> log-probabilities, dynamic "
+                       "batch and time axes) with its tokenizer and front end in the file's metadata. "
+                       "'asr transcribe', 'asr evaluate' and 'asr stream' take the .onnx file in place of model.pt.")
+    p.add_argument("model", help="model.pt written by 'asr train'")
+    p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    p.add_argument("--int8", action="store_true", help="int8 weights for the recurrent and linear layers "
+                   "(onnxruntime dynamic quantization: about 4x smaller and faster on CPUs)")
+    p.set_defaults(handler="export")
 
 
 def add_prepare(sub: argparse._SubParsersAction) -> None:

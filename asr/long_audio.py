@@ -8,7 +8,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
-    from asr.transcribe import Transcript
+    from asr.transcript import Transcript
 
 LONG_AUDIO_SECONDS = 40.0  # longer inputs are transcribed in overlapping windows
 WINDOW_SECONDS = 30.0
@@ -40,7 +40,7 @@ def stitch(pieces: Sequence[tuple[Transcript, float, float]], key: str, duration
     whose keep range holds its start. (Starts, the first token's onset, are what CTC places well;
     ends stretch over the frames a peaky model leaves to its last token.) The score is the sum of
     the windows' scores (overlaps counted twice)."""
-    from asr.transcribe import Transcript
+    from asr.transcript import Transcript
 
     words = [w for t, keep_from, keep_to in pieces for w in t.words if keep_from <= w.start < keep_to]
     return Transcript(key, " ".join(w.word for w in words), duration, sum(t.score for t, _, _ in pieces), (), tuple(words))

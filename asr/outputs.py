@@ -15,11 +15,11 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from asr.alignment import WordTiming
 from asr.atomic import write_text
+from asr.transcript import WordTiming
 
 if TYPE_CHECKING:
-    from asr.transcribe import Transcript
+    from asr.transcript import Transcript
 
 log = logging.getLogger(__name__)
 

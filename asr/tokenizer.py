@@ -15,7 +15,6 @@ from enum import Enum
 from typing import Iterable
 
 import sentencepiece as spm
-import torch
 
 from asr.errors import TokenizerError
 
@@ -209,6 +208,8 @@ class SentencePieceTokenizer(Tokenizer):
         return self.sp.decode([i - 1 for i in ids if i != BLANK_ID])
 
     def to_dict(self) -> dict:
+        import torch  # only here: the torch-free runtime (asr.onnx_model) reads tokenizers too
+
         return {
             "kind": self.kind,
             # a uint8 tensor, because weights_only loading accepts tensors but not bytes
@@ -231,8 +232,9 @@ def tokenizer_from_dict(data: dict) -> Tokenizer:
     normalize = TextNormalization(**data["normalization"])
     if data["kind"] == "char":
         return CharTokenizer(list(data["symbols"]), normalize)
-    proto = data["model_proto"]
-    return SentencePieceTokenizer(proto.numpy().tobytes(), data["kind"], normalize)
+    proto = data["model_proto"]  # a uint8 tensor (checkpoints) or bytes (exported models)
+    proto = proto if isinstance(proto, bytes) else proto.numpy().tobytes()
+    return SentencePieceTokenizer(proto, data["kind"], normalize)
 
 
 def _norm_dict(norm: TextNormalization) -> dict:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence, overload
 
@@ -21,8 +20,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from asr.alignment import WordTiming, word_timings
-from asr.audio import audio_info, resample
+from asr.alignment import word_timings
+from asr.audio import audio_files, audio_info, resample
 from asr.checkpoint import build_components, load_checkpoint
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest, skip_or_raise
 from asr.decoding import DecodingOptions, build_decoder
@@ -31,8 +30,10 @@ from asr.errors import AudioError
 from asr.features import FeatureExtractor
 from asr.long_audio import LONG_AUDIO_SECONDS, OVERLAP_SECONDS, WINDOW_SECONDS, release_free_memory, stitch, windows
 from asr.model import AcousticModel
+from asr.onnx_model import is_onnx
 from asr.scoring import ErrorRates, score
 from asr.tokenizer import Tokenizer
+from asr.transcript import Transcript, WordTiming
 
 if TYPE_CHECKING:
     from asr.stream import StreamEvent, StreamingRecognizer
@@ -40,18 +41,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_FRAMES = 40_000  # padded 10 ms frames per inference batch
-
-
-@dataclass(frozen=True)
-class Transcript:
-    key: str  # the audio file
-    text: str
-    duration: float  # seconds
-    score: float
-    alternatives: tuple[tuple[str, float], ...] = ()  # n-best (text, score), best first, when asked for
-    words: tuple[WordTiming, ...] = ()  # with timestamps=True
-    error: str | None = None  # why this input could not be transcribed (then text is empty)
-    log_probs: torch.Tensor | None = field(default=None, repr=False, compare=False)  # (T', V), with keep_log_probs
 
 
 class Recognizer:
@@ -68,6 +57,11 @@ class Recognizer:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", options: DecodingOptions = DecodingOptions()) -> Recognizer:
+        """A checkpoint (``model.pt``), or an exported model (``.onnx``, run by onnxruntime on the CPU)."""
+        if is_onnx(path):
+            from asr.onnx_backend import onnx_components
+
+            return cls(*onnx_components(path, device), device="cpu", options=options)
         return cls(*build_components(load_checkpoint(path), path), device=device, options=options)
 
     @property
@@ -210,6 +204,8 @@ class Recognizer:
         right context it was trained with unless ``options`` say otherwise."""
         from asr.stream import StreamingRecognizer, model_stream_options
 
+        if not isinstance(self.model, AcousticModel):  # an exported model has no chunk-by-chunk state
+            from asr.onnx_backend import OnnxStreamingRecognizer as StreamingRecognizer
         return StreamingRecognizer(self, model_stream_options(self, **options))
 
     def _transcribe_samples(self, samples: np.ndarray | torch.Tensor, sample_rate: int | None, timestamps: bool,
@@ -291,9 +287,6 @@ def raise_unusable(transcripts: list[Transcript]) -> list[Transcript]:
     return transcripts
 
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".sph", ".nist", ".aif", ".aiff", ".au", ".caf", ".w64"}
-
-
 def collect_inputs(inputs: Sequence[str | Path]) -> tuple[list[Utterance], list[tuple[str, str]]]:
     """Audio files, folders (searched recursively for audio by suffix) and JSON-lines manifests
     (their entries, ``offset``/``duration`` segments included) as one list of utterances, and
@@ -309,7 +302,7 @@ def collect_inputs(inputs: Sequence[str | Path]) -> tuple[list[Utterance], list[
 
     for item in map(Path, inputs):
         if item.is_dir():
-            files = sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+            files = audio_files(item)
             if not files:
                 log.warning("%s: no audio files found in this folder", item)
             for path in files:
