@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up this checkout on a fresh Debian machine: the system packages it needs (installed with
 # apt-get only when missing), then a virtual environment in .venv holding the project (editable)
-# and its test extras. Safe to run again: it only adds what is missing.
+# with the toolkit (the torch extra) and its test extras. Safe to run again: it only adds what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -25,7 +25,7 @@ fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[torch,test]'
 # Fail here, not in the first test, when the installed torch and torchaudio do not load together.
 versions="$(.venv/bin/python -c 'import torch, torchaudio, torchaudio.functional; print("torch", torch.__version__, "torchaudio", torchaudio.__version__)')"
 echo "setup: ready ($versions)"
