@@ -27,10 +27,11 @@ _LAZY = {"Recognizer": "asr.transcribe", "Transcript": "asr.transcript", "WordTi
 
 
 def load_model(path: str | Path, device: str = "auto", **decoding: Any) -> Recognizer:
-    """A trained model (``model.pt`` from ``asr train``) ready to transcribe, evaluate and stream.
+    """A trained model ready to transcribe, evaluate and stream.
 
     Args:
-        path: the checkpoint.
+        path: ``model.pt`` from ``asr train``, or ``model.onnx`` from ``asr export`` (run by
+            onnxruntime on the CPU, with the same decoders).
         device: ``auto`` (a GPU when there is one), ``cpu``, ``cuda`` or ``cuda:N``.
         decoding: fields of :class:`asr.decoding.DecodingOptions`, as the CLI's decoding options:
             ``method="beam"``, ``beam_size=32``, ``lm="lm.arpa"``, ``lm_weight=``, ``word_score=``,
