@@ -118,13 +118,17 @@ class OnnxTranscriber:
                           words=tuple(words))
 
 
-def collect_files(paths: Sequence[str]) -> list[Input]:
-    """Audio files and folders of them (searched recursively) as inputs."""
-    inputs = []
+def collect_files(paths: Sequence[str]) -> tuple[list[Input], list[str]]:
+    """Audio files and folders of them (searched recursively) as inputs, and why each file whose
+    header cannot be read was left out."""
+    inputs, failed = [], []
     for path in map(Path, paths):
         for file in audio_files(path) if path.is_dir() else [path]:
-            inputs.append(Input(file, audio_info(file)[1]))
-    return inputs
+            try:
+                inputs.append(Input(file, audio_info(file)[1]))
+            except AudioError as exc:
+                failed.append(str(exc))
+    return inputs, failed
 
 
 FULL_COMMANDS = ("train", "stream", "evaluate", "export", "prepare", "lm")
@@ -156,19 +160,24 @@ def main(argv: list[str] | None = None) -> int:
             raise AsrError(f"{args.model}: a PyTorch checkpoint needs pip install 'asr[torch]'; "
                            "'asr export' writes a model.onnx that runs here")
         transcriber = OnnxTranscriber(args.model, args.threads)
-        inputs = collect_files(args.audio)
+        inputs, failed = collect_files(args.audio)
+        if not inputs:
+            raise AsrError(failed[0] if len(failed) == 1 else "no audio to transcribe in " + " ".join(args.audio))
         writer = TranscriptWriter(inputs, OutputFormat(args.format), args.output_dir)
-        failed = 0
         for index, transcript in transcriber.transcribe(inputs):
-            if transcript.error is not None:
-                if len(inputs) == 1:
-                    raise AsrError(transcript.error)
-                failed += 1
-                print(f"asr: warning: {transcript.error}; skipped", file=sys.stderr)
-            else:
+            if transcript.error is None:
                 writer.finished(index, transcript)
+            elif len(inputs) + len(failed) == 1:
+                raise AsrError(transcript.error)
+            else:
+                failed.append(transcript.error)
         writer.close()
     except AsrError as exc:
         print(f"asr: error: {exc}", file=sys.stderr)
         return 2
+    for reason in failed:  # as the full toolkit: the others are transcribed, each failure named
+        print(f"asr: warning: {reason}; skipped", file=sys.stderr)
+    if failed:
+        print(f"asr: transcribed {len(writer.done)} of {len(writer.done) + len(failed)} inputs; {len(failed)} failed",
+              file=sys.stderr)
     return 1 if failed else 0

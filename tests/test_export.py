@@ -137,6 +137,11 @@ def test_without_torch_asr_transcribe_runs_exported_models(trained_tiny, tmp_pat
         else:  # word edges: the CTC spans here, moved onto the speech by the full toolkit
             records = [[json.loads(line) for line in run.stdout.splitlines()] for run in (light, full)]
             assert [r["text"] for r in records[0]] == [r["text"] for r in records[1]] and "segments" in records[0][0]
+    (tmp_path / "bad.wav").write_text("not audio")
+    mixed = torch_free(f"from asr.cli import main; sys.exit(main(['transcribe', {str(exported)!r}, "
+                       f"{str(tmp_path / 'bad.wav')!r}, {wavs[0]!r}]))")
+    assert mixed.returncode == 1 and mixed.stdout.strip() == rates.utterances[0].hypothesis  # the good one is done
+    assert f"asr: warning: {tmp_path / 'bad.wav'}: cannot read audio" in mixed.stderr
     refused = torch_free(f"from asr.cli import main; sys.exit(main(['transcribe', {str(model_path)!r}, {wavs[0]!r}]))")
     assert refused.returncode == 2 and "asr export" in refused.stderr and "Traceback" not in refused.stderr
     train = torch_free("from asr.cli import main; sys.exit(main(['train']))")
