@@ -10,10 +10,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import soundfile as sf
 import torch
 
+import asr
+
 from asr.checkpoint import inference_state, save_checkpoint
-from asr.errors import CheckpointError
+from asr.errors import AsrError, CheckpointError
 from asr.export import export_onnx
 from asr.features import FeatureConfig, FeatureExtractor, NormMode
 from asr.model import AcousticModel, ModelConfig
@@ -182,3 +185,8 @@ def test_bad_exported_models_give_one_line(trained_tiny, tmp_path):
     assert "must end in .onnx" in run_cli("export", str(model_path), "-o", str(tmp_path / "m.pt")).stderr
     assert "checkpoint not found" in run_cli("export", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "m.onnx")).stderr
     assert "exported models run on the CPU" in run_cli("transcribe", str(exported), wav, "--device", "cuda").stderr
+    sf.write(tmp_path / "low.wav", np.zeros(400, np.float32), 400)  # a rate no model takes
+    assert run_cli("transcribe", str(exported), str(tmp_path / "low.wav")).stderr.strip() == (
+        f"asr: error: {tmp_path / 'low.wav'}: sample rate 400 Hz is not audio (expected 1,000-1,000,000 Hz)")
+    with pytest.raises(AsrError, match="sample_rate=0"):
+        asr.load_model(exported).transcribe(np.zeros(800, np.float32), sample_rate=0)
