@@ -90,9 +90,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         raise AsrError(f"--rate {args.rate}: must be a positive sample rate")
     input_device = stream_input_device(args)
     recognizer = Recognizer.load(args.model, device=args.device, options=decoding_options(args))
-    streamer = recognizer.streamer(chunk_ms=args.chunk_ms, right_context_ms=args.right_context_ms,
-                                   endpoint_silence_ms=args.endpoint_silence_ms, max_segment_s=args.max_segment,
-                                   final_pass=args.final_pass)
+    streamer = recognizer.streamer(**stream_options(args))
     rate, microphone = recognizer.sample_rate, None
     if args.input == "-":
         blocks = stdin_blocks(args.rate or rate, rate)
@@ -114,6 +112,30 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if microphone is not None and microphone.overflows:
         log.warning("%d input overflows: the recognizer fell behind and audio was dropped", microphone.overflows)
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from asr.server import Limits, Server, serve
+    from asr.transcribe import Recognizer
+
+    limits = Limits(args.max_streams, args.max_message_kb * 1024, args.max_stream_seconds,
+                    int(args.max_upload_mb * 2**20), args.idle_seconds)
+    if min(limits.max_streams, limits.max_message_bytes, limits.max_stream_seconds, limits.max_upload_bytes,
+           limits.idle_seconds) <= 0:
+        raise AsrError("--max-streams, --max-message-kb, --max-stream-seconds, --max-upload-mb and --idle-seconds "
+                       "must be positive")
+    recognizer = Recognizer.load(args.model, device=args.device, options=decoding_options(args))
+    options = stream_options(args)
+    recognizer.streamer(**options)  # a bad option fails here, not in the first client's stream
+    token = args.token or os.environ.get("ASR_SERVE_TOKEN") or None
+    serve(Server(recognizer, limits, token, tuple(args.allow_origin), options), args.host, args.port)
+    return 0
+
+
+def stream_options(args: argparse.Namespace) -> dict:
+    return dict(chunk_ms=args.chunk_ms, right_context_ms=args.right_context_ms,
+                endpoint_silence_ms=args.endpoint_silence_ms, max_segment_s=args.max_segment,
+                final_pass=args.final_pass)
 
 
 COMPUTE_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
@@ -244,9 +266,9 @@ def cmd_lm_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "transcribe": cmd_transcribe, "stream": cmd_stream, "evaluate": cmd_evaluate,
-            "export": cmd_export, "prepare": cmd_prepare, "lm_build": cmd_lm_build, "lm_train": cmd_lm_train,
-            "lm_tune": cmd_lm_tune}
+COMMANDS = {"train": cmd_train, "transcribe": cmd_transcribe, "stream": cmd_stream, "serve": cmd_serve,
+            "evaluate": cmd_evaluate, "export": cmd_export, "prepare": cmd_prepare, "lm_build": cmd_lm_build,
+            "lm_train": cmd_lm_train, "lm_tune": cmd_lm_tune}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"asr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_train, add_transcribe, add_stream, add_evaluate, add_export, add_prepare, add_lm):
+    for add in (add_train, add_transcribe, add_stream, add_serve, add_evaluate, add_export, add_prepare, add_lm):
         add(sub)
     return parser
 
@@ -47,9 +47,6 @@ def add_transcribe(sub: argparse._SubParsersAction) -> None:
 
 
 def add_stream(sub: argparse._SubParsersAction) -> None:
-    from asr.stream import StreamOptions
-
-    so = StreamOptions()
     p = sub.add_parser("stream", help="live transcription from the microphone, a file or stdin",
                        description="Transcribe as audio arrives: partial results update one line, each final result "
                        "(at a pause) gets its own line; --json prints one event object per line instead.")
@@ -63,6 +60,18 @@ def add_stream(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-realtime", action="store_true", help="feed --input FILE as fast as it is processed")
     p.add_argument("--json", action="store_true",
                    help='one JSON object per event: {"type": "partial"|"final", "text", "start", "end"}')
+    add_stream_options(p)
+    p.add_argument("--device", default="auto", help="where the model runs: auto, cpu, cuda or cuda:N (as for the "
+                   "other commands; a microphone name here is still read as --input-device, with a warning)")
+    p.add_argument("--model-device", help=argparse.SUPPRESS)  # the old spelling of --device
+    add_decoding_arguments(p)
+    p.set_defaults(handler="stream")
+
+
+def add_stream_options(p: argparse.ArgumentParser) -> None:
+    from asr.stream import StreamOptions
+
+    so = StreamOptions()
     p.add_argument("--chunk-ms", type=float, help="audio per model step (default: what a chunk-aware model was "
                    f"trained with, else {so.chunk_ms:g})")
     p.add_argument("--right-context-ms", type=float, help="look-ahead of a bidirectional model's backward direction "
@@ -74,11 +83,35 @@ def add_stream(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--final-pass", choices=["full", "chunked"], default=so.final_pass,
                    help="full (default): each final result re-runs the whole bidirectional model over its segment; "
                    "chunked: finals from the same chunked outputs as the partials")
-    p.add_argument("--device", default="auto", help="where the model runs: auto, cpu, cuda or cuda:N (as for the "
-                   "other commands; a microphone name here is still read as --input-device, with a warning)")
-    p.add_argument("--model-device", help=argparse.SUPPRESS)  # the old spelling of --device
+
+
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    from asr.server import Limits
+
+    limits = Limits()
+    p = sub.add_parser("serve", help="a transcription server: WebSocket streaming, HTTP files, a browser page",
+                       description="Serve a model on this machine: a page at / (microphone in the browser), "
+                       "WebSocket /stream (docs/SERVER.md), POST /transcribe (multipart field 'audio'), GET /health.")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (or ?token= on the page and the "
+                   "WebSocket); default: the ASR_SERVE_TOKEN environment variable, else none")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="URL",
+                   help="a web origin allowed besides the server's own page (repeatable)")
+    p.add_argument("--max-streams", type=int, default=limits.max_streams, help="concurrent WebSocket streams")
+    p.add_argument("--max-stream-seconds", type=float, default=limits.max_stream_seconds,
+                   help="audio per stream (its words so far are sent, then it is closed)")
+    p.add_argument("--max-message-kb", type=int, default=limits.max_message_bytes // 1024,
+                   help="largest WebSocket message")
+    p.add_argument("--max-upload-mb", type=float, default=limits.max_upload_bytes / 2**20,
+                   help="largest POST /transcribe upload")
+    p.add_argument("--idle-seconds", type=float, default=limits.idle_seconds,
+                   help="a stream that sends nothing this long is closed")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_stream_options(p)
     add_decoding_arguments(p)
-    p.set_defaults(handler="stream")
+    p.set_defaults(handler="serve")
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:

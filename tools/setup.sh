@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 
 # espeak-ng, flite, festival and its voices: the synthesizers of the default corpus; libportaudio2:
-# microphone input; pulseaudio(-utils): the virtual microphone the tests record from
+# microphone input; pulseaudio(-utils): the virtual microphone the tests record from; chromium: the
+# headless browser the test of `asr serve`'s page runs
 packages=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts libsndfile1 libportaudio2
-          pulseaudio pulseaudio-utils)
+          pulseaudio pulseaudio-utils chromium)
 "$PYTHON" -c "import ensurepip, venv" 2>/dev/null || packages+=(python3-venv)
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,288 @@
+"""``asr serve``: real WebSocket and HTTP clients against a real server on a real port, a real
+headless Chromium using the page with a speech file as its microphone, and misbehaving clients."""
+
+import asyncio
+import json
+import logging
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import aiohttp
+import pytest
+import soundfile as sf
+from aiohttp import web
+
+from asr.server import Close, Limits, Server
+from asr.transcribe import Recognizer
+from conftest import run_cli
+
+
+class Running:
+    """A Server's app on 127.0.0.1 (a free port), in its own thread and event loop."""
+
+    def __init__(self, server: Server):
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        async def start() -> None:
+            self.runner = web.AppRunner(server.app())
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]
+            started.set()
+
+        self.thread = threading.Thread(target=lambda: (self.loop.run_until_complete(start()), self.loop.run_forever()),
+                                       daemon=True)
+        self.thread.start()
+        assert started.wait(30)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def recognizer(trained_tiny):
+    return Recognizer.load(trained_tiny[0], "cpu")
+
+
+@pytest.fixture(scope="module")
+def served(recognizer):
+    running = Running(Server(recognizer))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def strict(recognizer):
+    limits = Limits(max_streams=1, max_message_bytes=4096, max_stream_seconds=8.0, max_upload_bytes=20_000,
+                    idle_seconds=1.0)
+    running = Running(Server(recognizer, limits, token="secret"))
+    yield running
+    running.stop()
+
+
+async def stream_file(url: str, path: str, block: int = 3200, headers: dict | None = None) -> tuple[list[dict], int]:
+    """Events of streaming a file's 16-bit PCM in ``block``-byte messages, and the close code."""
+    data, rate = sf.read(path, dtype="int16")
+    pcm = data.tobytes()
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(url.replace("http", "ws") + "/stream", headers=headers or {}) as ws:
+            await ws.send_json({"type": "start", "sample_rate": rate})
+            events = [await ws.receive_json()]
+            for i in range(0, len(pcm), block):
+                await ws.send_bytes(pcm[i : i + block])
+            await ws.send_json({"type": "end"})
+            events += [json.loads(m.data) async for m in ws if m.type == aiohttp.WSMsgType.TEXT]
+            return events, ws.close_code
+
+
+def finals(events: list[dict]) -> list[dict]:
+    return [e for e in events if e["type"] == "final"]
+
+
+def test_a_stream_gives_the_finals_of_asr_stream_in_any_block_size(served, trained_tiny):
+    model_path, _, rates = trained_tiny
+    wav = rates.utterances[0].key
+    cli = run_cli("stream", str(model_path), "--input", wav, "--no-realtime", "--json", "--device", "cpu")
+    expected = finals([json.loads(line) for line in cli.stdout.splitlines()])
+    assert expected and expected[0]["text"] == rates.utterances[0].hypothesis
+    for block in (3200, 333):  # an odd size splits samples across messages
+        events, code = asyncio.run(stream_file(served.url, wav, block))
+        assert events[0] == {"type": "ready", "protocol": 1, "sample_rate": 8000}
+        assert finals(events) == expected and events[-1] == {"type": "end"} and code == Close.done
+
+
+def test_concurrent_streams_each_get_their_own_words(served, trained_tiny):
+    rates = trained_tiny[2]
+    wavs = [u.key for u in rates.utterances[:4]]
+
+    async def all_at_once():
+        return await asyncio.gather(*(stream_file(served.url, w, 1600) for w in wavs))
+
+    for (events, code), utterance in zip(asyncio.run(all_at_once()), rates.utterances):
+        assert " ".join(e["text"] for e in finals(events)) == utterance.hypothesis and code == Close.done
+
+
+def test_post_transcribe_gives_the_json_of_asr_transcribe(served, trained_tiny):
+    model_path, _, rates = trained_tiny
+    wav = rates.utterances[1].key
+    cli = json.loads(run_cli("transcribe", str(model_path), wav, "--format", "json", "--device", "cpu").stdout)
+
+    async def post():
+        async with aiohttp.ClientSession() as session:
+            form = aiohttp.FormData()
+            form.add_field("audio", open(wav, "rb"), filename="take.wav")
+            async with session.post(served.url + "/transcribe", data=form) as response:
+                health = await (await session.get(served.url + "/health")).json()
+                return response.status, await response.json(), health
+
+    status, result, health = asyncio.run(post())
+    assert status == 200 and result == cli | {"audio_filepath": "take.wav"}
+    assert health["status"] == "ok" and health["protocol"] == 1 and health["streams"] == 0
+
+
+def start(rate) -> str:
+    return json.dumps({"type": "start", "sample_rate": rate})
+
+
+async def ws_case(url: str, *messages, headers: dict) -> tuple[int, list]:
+    """Send ``messages`` on a stream, read until the server closes: (close code, events)."""
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(url.replace("http", "ws") + "/stream", headers=headers) as ws:
+            for message in messages:
+                await (ws.send_bytes(message) if isinstance(message, bytes) else ws.send_str(message))
+            events = [json.loads(m.data) async for m in ws if m.type == aiohttp.WSMsgType.TEXT]
+            return ws.close_code, events
+
+
+def handshake_status(url: str, headers: dict) -> tuple[int, str]:
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.ws_connect(url.replace("http", "ws") + "/stream", headers=headers):
+                    return 101, ""
+            except aiohttp.WSServerHandshakeError as exc:
+                return exc.status, exc.message
+    return asyncio.run(go())
+
+
+def test_bad_clients_get_their_close_code_and_the_server_keeps_serving(strict, served, trained_tiny, caplog):
+    rates = trained_tiny[2]
+    token = {"Authorization": "Bearer secret"}
+    closes = {
+        "garbage bytes first": (Close.unsupported, [b"\x00\xff" * 10]),
+        "not a start": (Close.unsupported, ['{"type": "hello"}']),
+        "text not json": (Close.unsupported, ["hello"]),
+        "rate zero": (Close.unsupported, [start(0)]),
+        "rate as text": (Close.unsupported, [start("8000")]),
+        "rate absurd": (Close.unsupported, [start(10**9)]),
+        "text mid-stream": (Close.unsupported, [start(8000), b"\x00" * 800, '{"type": "pause"}']),
+        "message too big": (Close.too_big, [start(8000), b"\x00" * 5000]),
+        "idle": (Close.idle, [start(8000)]),
+        "stream too long": (Close.stream_too_long, [start(8000)] + [b"\x00" * 4000] * 33),  # 8.25 s
+    }
+    for name, (expected, messages) in closes.items():
+        code, events = asyncio.run(ws_case(strict.url, *messages, headers=token))
+        assert code == expected, name
+        if name == "stream too long":
+            assert events[-1] == {"type": "end"}  # what was heard is sent before the close
+    assert handshake_status(strict.url, {})[0] == 401
+    assert handshake_status(strict.url, {"Authorization": "Bearer wrong"})[0] == 401
+    assert handshake_status(strict.url, token | {"Origin": "http://evil.example"})[0] == 403
+    assert handshake_status(served.url, {"Origin": served.url})[0] == 101  # the page's own origin
+
+    async def one_too_many():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(strict.url.replace("http", "ws") + "/stream", headers=token):
+                try:
+                    async with session.ws_connect(strict.url.replace("http", "ws") + "/stream", headers=token):
+                        return 101
+                except aiohttp.WSServerHandshakeError as exc:
+                    return exc.status
+    assert asyncio.run(one_too_many()) == 503
+
+    async def upload(data: bytes) -> tuple[int, str]:
+        async with aiohttp.ClientSession() as session:
+            form = aiohttp.FormData()
+            form.add_field("audio", data, filename="../../etc/passwd")
+            async with session.post(strict.url + "/transcribe", data=form, headers=token) as response:
+                return response.status, response.reason
+    assert asyncio.run(upload(b"\x00" * 30_000))[0] == 413
+    status, reason = asyncio.run(upload(b"not audio at all"))
+    # named as the client named it (the name is only echoed, never a path here)
+    assert status == 400 and ": cannot read audio" in reason and "passwd" in reason and "asr-upload" not in reason
+    wav = rates.utterances[0].key  # after all that, a good client is served as before
+    assert " ".join(e["text"] for e in finals(asyncio.run(stream_file(strict.url, wav, headers=token))[0])) == \
+        rates.utterances[0].hypothesis
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_asr_serve_from_the_command_line(trained_tiny):
+    model_path = trained_tiny[0]
+    port = free_port()
+    env = os.environ | {"ASR_SERVE_TOKEN": "tok"}
+    server = subprocess.Popen([sys.executable, "-m", "asr", "serve", str(model_path), "--port", str(port),
+                               "--device", "cpu"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(300):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+
+        async def get(path: str, headers: dict) -> int:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://127.0.0.1:{port}{path}", headers=headers) as response:
+                    return response.status
+        assert asyncio.run(get("/health", {})) == 200
+        assert asyncio.run(get("/", {})) == 200
+        assert handshake_status(f"http://127.0.0.1:{port}", {})[0] == 401  # the token from the environment
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, stderr = server.communicate(timeout=30)
+    assert "serving on http://127.0.0.1:" in stderr and "Traceback" not in stderr
+    bad = run_cli("serve", str(model_path), "--max-streams", "0")
+    assert bad.returncode == 2 and bad.stderr.startswith("asr: error: --max-streams")
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (tools/setup.sh)")
+def test_the_page_transcribes_a_browser_microphone(served, trained_tiny, tmp_path):
+    """Chromium, headless, with a speech file as its fake microphone, opens the page: the
+    recording's words appear as a final result."""
+    rates = trained_tiny[2]
+    wav = rates.utterances[0].key
+    profile = tempfile.mkdtemp(dir=tmp_path)
+    browser = subprocess.Popen(
+        ["chromium", "--headless=new", "--no-sandbox", "--use-fake-ui-for-media-stream",
+         "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}%noloop",
+         "--autoplay-policy=no-user-gesture-required", "--remote-debugging-port=0", f"--user-data-dir={profile}",
+         served.url + "/?autostart=1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        text = asyncio.run(page_finals(pathlib.Path(profile) / "DevToolsActivePort", timeout=60))
+    finally:
+        browser.kill()
+        browser.wait()
+    assert text == rates.utterances[0].hypothesis
+
+
+async def page_finals(port_file: pathlib.Path, timeout: float) -> str:
+    """The page's final results, read through the DevTools protocol once they stop changing."""
+    deadline = time.monotonic() + timeout
+    while not (port_file.exists() and port_file.read_text().strip()):
+        assert time.monotonic() < deadline, "chromium did not start"
+        await asyncio.sleep(0.1)
+    port = port_file.read_text().split()[0]
+    async with aiohttp.ClientSession() as session:
+        pages = await (await session.get(f"http://127.0.0.1:{port}/json/list")).json()
+        url = next(p["webSocketDebuggerUrl"] for p in pages if p["type"] == "page")
+        async with session.ws_connect(url) as devtools:
+            seen, steady = "", 0
+            for request in range(int(timeout * 4)):
+                await devtools.send_json({"id": request, "method": "Runtime.evaluate", "params": {
+                    "expression": "document.getElementById('finals').innerText", "returnByValue": True}})
+                value = (await devtools.receive_json())["result"]["result"].get("value", "")
+                steady = steady + 1 if value and value == seen else 0
+                if steady >= 8 or time.monotonic() > deadline:
+                    break
+                seen = value
+                await asyncio.sleep(0.25)
+            return " ".join(seen.split())
