@@ -227,6 +227,8 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
                    "then restricted to its words) or a character LM from 'asr lm train' (lexicon-free)")
     g.add_argument("--lexicon", help="words allowed in the output, one per line (the first field; spellings are "
                    "taken from the model's tokenizer); default with an n-gram --lm: the LM's words")
+    g.add_argument("--hotwords", metavar="FILE", help="words to favour, one 'word [boost]' a line (default boost "
+                   "5, in log10 LM units); words outside the LM become possible too; needs an n-gram --lm")
     g.add_argument("--lm-weight", type=float, default=None,
                    help=f"LM weight alpha (default: from 'asr lm tune' for this LM, else {d.lm_weight})")
     g.add_argument("--word-score", type=float, default=None,

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from asr.errors import DecodingError
+from asr.hotwords import hotword_lm, read_hotwords
 from asr.lexicon import (
-    BLANK_ALIAS, UNK_WORD, WORD_BOUNDARY, arpa_words, decoder_symbols, read_lexicon_words, write_lexicon,
+    BLANK_ALIAS, UNK_WORD, WORD_BOUNDARY, arpa_words, decoder_symbols, read_lexicon_words, spell, write_lexicon,
 )
 from asr.tokenizer import BLANK_ID, CharTokenizer, Tokenizer
 
@@ -58,6 +59,7 @@ class DecodingOptions:
     beam_threshold: float = 10.0  # prune hypotheses this far below the best (pyctcdecode's default too)
     lm: Optional[str] = None  # KenLM ARPA/binary word n-gram file, or a char LM from 'asr lm train'
     lexicon: Optional[str] = None  # one word per line (first field); default with an LM: the LM's words
+    hotwords: Optional[str] = None  # 'word [boost]' per line: favoured by beam search with a word LM (asr.hotwords)
     lm_weight: float = 0.5  # alpha
     word_score: float = 0.0  # beta, added per word (lexicon decoding)
     nbest: int = 1
@@ -84,12 +86,14 @@ class DecodingOptions:
             raise DecodingError(f"token_min_logp={self.token_min_logp}: must be a negative log-probability, or None")
         if self.blank_skip is not None and not 0.0 < self.blank_skip < 1.0:
             raise DecodingError(f"blank_skip={self.blank_skip}: must be between 0 and 1 (exclusive), or None")
-        for name in ("lm", "lexicon"):
+        for name in ("lm", "lexicon", "hotwords"):
             value = getattr(self, name)
             if value is not None and not Path(value).is_file():
                 raise DecodingError(f"{name}={value}: file not found")
         if method is DecodeMethod.greedy and (self.lm or self.lexicon):
             raise DecodingError("an LM or lexicon needs beam search (decode=beam / --decode beam)")
+        if self.hotwords and not self.lm:
+            raise DecodingError(f"hotwords={self.hotwords}: hotwords need beam search with a word LM (--lm lm.arpa)")
 
 
 def decoding_options(method: str | None = None, lm: str | None = None, lexicon: str | None = None,
@@ -163,12 +167,20 @@ class BeamSearchDecoder:
     """
 
     def __init__(self, tokenizer: Tokenizer, options: DecodingOptions, token_lm: object | None = None,
-                 loaded_lm: object | None = None):
-        """``loaded_lm``: the LM of another decoder of ``options.lm`` (:meth:`with_weights`), not loaded again."""
+                 loaded_lm: object | None = None, hotwords: dict[str, float] | None = None):
+        """``loaded_lm``: the LM of another decoder of ``options.lm`` (:meth:`with_weights`), not loaded
+        again. ``hotwords``: {word: boost} (default: ``options.hotwords``' file), :mod:`asr.hotwords`."""
         from torchaudio.models.decoder import ctc_decoder
 
         options.validate()
         self.tokenizer, self.options = tokenizer, options
+        if hotwords is None:
+            hotwords = read_hotwords(options.hotwords) if options.hotwords else {}
+        self.hotwords = hotwords
+        if hotwords and options.token_min_logp is not None:
+            # a name the model has not learnt to spell runs through tokens it finds unlikely:
+            # pruning them would leave the hotword unreachable whatever its boost
+            self.options = options = dataclasses.replace(options, token_min_logp=None)
         self.vocab_size = tokenizer.vocab_size
         symbols = decoder_symbols(tokenizer)
         self.boundary_id = symbols.index(WORD_BOUNDARY) if WORD_BOUNDARY in symbols else None
@@ -178,9 +190,13 @@ class BeamSearchDecoder:
         kenlm = options.lm
         if options.lm is not None and token_lm is None and self._is_char_lm(options.lm):
             token_lm, kenlm = loaded_lm if loaded_lm is not None else self._char_lm(options.lm), None
+        if self.hotwords and (kenlm is None or options.lexicon is not None):
+            raise DecodingError("hotwords need beam search with a word LM (--lm lm.arpa) and no --lexicon")
         lm = loaded_lm if loaded_lm is not None else kenlm if kenlm is not None else token_lm
         with tempfile.TemporaryDirectory() as tmp, _native_output_to_log():
             lexicon = self._lexicon(kenlm, Path(tmp) / "lexicon.txt")
+            if self.hotwords:
+                lm = hotword_lm(kenlm, lexicon, self.hotwords, UNK_WORD)
             self.uses_lexicon = lexicon is not None
             self.closes_last_word = self.uses_lexicon and self.boundary_id is not None
             try:
@@ -206,7 +222,8 @@ class BeamSearchDecoder:
         """This decoder with another LM weight and word score, sharing the loaded LM (LM tuning
         builds one per grid point)."""
         options = dataclasses.replace(self.options, lm_weight=lm_weight, word_score=word_score)
-        other = BeamSearchDecoder(self.tokenizer, options, loaded_lm=self.decoder.lm if self.options.lm else None)
+        other = BeamSearchDecoder(self.tokenizer, options, loaded_lm=self.decoder.lm if self.options.lm else None,
+                                  hotwords=self.hotwords)
         if hasattr(self, "_lm_model"):
             other._lm_model = self._lm_model  # the character LM stays alive with every decoder using it
         return other
@@ -233,7 +250,11 @@ class BeamSearchDecoder:
             write_lexicon(read_lexicon_words(self.options.lexicon), self.tokenizer, path, skip_unspellable=False)
             return str(path)
         if kenlm is not None:
-            count, skipped = write_lexicon(arpa_words(kenlm), self.tokenizer, path, skip_unspellable=True)
+            for word in self.hotwords:  # a hotword the model cannot spell is an error, naming it
+                spell(word, self.tokenizer)
+            words = list(arpa_words(kenlm))
+            words += [w for w in self.hotwords if w not in set(words)]
+            count, skipped = write_lexicon(words, self.tokenizer, path, skip_unspellable=True)
             if kenlm not in _REPORTED_LEXICONS:
                 _REPORTED_LEXICONS.add(kenlm)
                 log.info("lexicon: %d words from %s", count, kenlm)

@@ -6,12 +6,13 @@ waits for the events before reading its next message, so the queue takes the str
 and a client that floods or stalls only holds up itself.
 
 Protocol (``PROTOCOL``, docs/SERVER.md): the client's first message is JSON ``{"type": "start",
-"sample_rate": R}``; the server answers ``{"type": "ready", "protocol": 1, "sample_rate": R}``;
-then binary messages of 16-bit little-endian mono PCM at R Hz, answered with the events of ``asr
-stream --json`` (``{"type": "partial"|"final", "text", "start", "end"}``); the client sends
-``{"type": "end"}`` and receives the last final, then ``{"type": "end"}``, and the server closes
-(1000). Refusals: HTTP 401 (token), 403 (origin), 503 (streams at the limit) before the upgrade;
-after it, close codes :class:`Close`, each with a one-line reason.
+"sample_rate": R}`` (optionally ``"hotwords"``: words its beam search should favour); the server
+answers ``{"type": "ready", "protocol": 1, "sample_rate": R}``; then binary messages of 16-bit
+little-endian mono PCM at R Hz, answered with the events of ``asr stream --json`` (``{"type":
+"partial"|"final", "text", "start", "end"}``); the client sends ``{"type": "end"}`` and receives
+the last final, then ``{"type": "end", "seconds": S}`` (the audio it received), and the server
+closes (1000). Refusals: HTTP 401 (token), 403 (origin), 503 (streams at the limit) before the
+upgrade; after it, close codes :class:`Close`, each with a one-line reason.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import hmac
 import json
 import logging
 import tempfile
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import IntEnum
@@ -32,7 +34,8 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from asr.audio import RATE_RANGE
-from asr.errors import AsrError
+from asr.errors import AsrError, DecodingError
+from asr.hotwords import parse_hotwords
 from asr.outputs import to_json
 from asr.sources import StreamResampler
 from asr.transcribe import Recognizer
@@ -40,6 +43,7 @@ from asr.transcribe import Recognizer
 log = logging.getLogger(__name__)
 
 PROTOCOL = 1
+BIASED_CACHE = 16  # recognizers kept for recent hotword lists
 T = TypeVar("T")
 
 
@@ -97,6 +101,22 @@ class Server:
         self.stream_options = stream_options or {}
         self.streams = 0
         self.inference = ThreadPoolExecutor(1, thread_name_prefix="asr-inference")
+        self.biased: OrderedDict[tuple, Recognizer] = OrderedDict()  # recognizers by hotwords, most recent last
+
+    def recognizer_for(self, hotwords: object) -> Recognizer:
+        """The recognizer, or one whose beam search favours ``hotwords`` (a request's field:
+        ["word", "word boost", ...] or {"word": boost}); raises AsrError for bad ones."""
+        if not hotwords:
+            return self.recognizer
+        if not isinstance(hotwords, (list, dict)):
+            raise DecodingError("hotwords: a list of 'word [boost]' strings or an object {word: boost}")
+        key = tuple(sorted(parse_hotwords(hotwords).items()))
+        if key not in self.biased:
+            self.biased[key] = self.recognizer.with_hotwords(dict(key))
+            if len(self.biased) > BIASED_CACHE:
+                self.biased.popitem(last=False)
+        self.biased.move_to_end(key)
+        return self.biased[key]
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.limits.max_upload_bytes + (1 << 16))
@@ -137,6 +157,8 @@ class Server:
         self.streams += 1
         try:
             await self._serve(ws)
+        except ConnectionResetError:  # the client hung up while its events were being sent
+            log.info("a client went away mid-stream")
         except Exception:  # one broken stream must not take the server with it
             log.exception("stream failed")
             await ws.close(code=Close.failed, message=b"internal error")
@@ -145,12 +167,16 @@ class Server:
         return ws
 
     async def transcribe(self, request: web.Request) -> web.Response:
-        """A multipart upload (field ``audio``) -> the JSON of ``asr transcribe --format json``."""
+        """A multipart upload (field ``audio``; before it, optionally ``hotwords``: 'word [boost]'
+        lines) -> the JSON of ``asr transcribe --format json``."""
         self.check(request)
         if request.content_type != "multipart/form-data":
             raise web.HTTPBadRequest(reason="send the audio as multipart/form-data, field 'audio'")
+        hotwords = None
         async for part in await request.multipart():
-            if part.name == "audio":
+            if part.name == "hotwords":  # before the audio: 'word [boost]' lines
+                hotwords = (await part.text()).splitlines()
+            elif part.name == "audio":
                 with tempfile.NamedTemporaryFile(prefix="asr-upload-") as tmp:  # never a name from the request
                     size = 0
                     while chunk := await part.read_chunk():
@@ -160,7 +186,8 @@ class Server:
                         tmp.write(chunk)
                     tmp.flush()
                     try:
-                        result = await self.run(self.recognizer.transcribe, Path(tmp.name))
+                        recognizer = await self.run(self.recognizer_for, [h for h in hotwords or [] if h.strip()])
+                        result = await self.run(recognizer.transcribe, Path(tmp.name))
                     except AsrError as exc:  # the message names the upload as the client named it
                         raise web.HTTPBadRequest(reason=str(exc).replace(tmp.name, part.filename or "upload")) from None
                 return web.json_response(to_json(result) | {"audio_filepath": part.filename or "upload"})
@@ -209,7 +236,12 @@ class Server:
         elif not isinstance(rate, int) or isinstance(rate, bool) or not RATE_RANGE[0] <= rate <= RATE_RANGE[1]:
             reason = f"sample_rate={rate!r}: must be a whole number of Hz in {RATE_RANGE[0]}-{RATE_RANGE[1]}"
         else:
-            session = await self.run(StreamSession, self.recognizer, rate, self.stream_options)
+            try:
+                recognizer = await self.run(self.recognizer_for, start.get("hotwords"))
+            except AsrError as exc:
+                await ws.close(code=Close.unsupported, message=str(exc)[:120].encode())
+                return None
+            session = await self.run(StreamSession, recognizer, rate, self.stream_options)
             await ws.send_json({"type": "ready", "protocol": PROTOCOL, "sample_rate": rate})
             return session
         await ws.close(code=Close.unsupported, message=reason.encode())
@@ -218,7 +250,7 @@ class Server:
     async def _end(self, ws: web.WebSocketResponse, session: StreamSession, code: Close, reason: str) -> None:
         for event in await self.run(session.finish):
             await ws.send_json(event)
-        await ws.send_json({"type": "end"})
+        await ws.send_json({"type": "end", "seconds": round(session.seconds, 3)})  # audio received
         await ws.close(code=code, message=reason.encode())
 
 

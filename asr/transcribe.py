@@ -8,6 +8,7 @@ length-sorted batches, long ones in overlapping windows (:mod:`asr.long_audio`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from contextlib import nullcontext
@@ -63,6 +64,15 @@ class Recognizer:
 
             return cls(*onnx_components(path, device), device="cpu", options=options)
         return cls(*build_components(load_checkpoint(path), path), device=device, options=options)
+
+    def with_hotwords(self, hotwords: dict[str, float]) -> Recognizer:
+        """This recognizer (the same model) with a beam search that favours ``hotwords``
+        ({word: boost}, :mod:`asr.hotwords`); needs beam search with a word LM."""
+        from asr.decoding import BeamSearchDecoder
+
+        other = copy.copy(self)
+        other.decoder = BeamSearchDecoder(self.tokenizer, self.options, hotwords=hotwords)
+        return other
 
     @property
     def sample_rate(self) -> int:

@@ -101,7 +101,8 @@ def test_a_stream_gives_the_finals_of_asr_stream_in_any_block_size(served, train
     for block in (3200, 333):  # an odd size splits samples across messages
         events, code = asyncio.run(stream_file(served.url, wav, block))
         assert events[0] == {"type": "ready", "protocol": 1, "sample_rate": 8000}
-        assert finals(events) == expected and events[-1] == {"type": "end"} and code == Close.done
+        seconds = sf.info(wav).frames / 8000
+        assert finals(events) == expected and events[-1] == {"type": "end", "seconds": seconds} and code == Close.done
 
 
 def test_concurrent_streams_each_get_their_own_words(served, trained_tiny):
@@ -177,7 +178,7 @@ def test_bad_clients_get_their_close_code_and_the_server_keeps_serving(strict, s
         code, events = asyncio.run(ws_case(strict.url, *messages, headers=token))
         assert code == expected, name
         if name == "stream too long":
-            assert events[-1] == {"type": "end"}  # what was heard is sent before the close
+            assert events[-1] == {"type": "end", "seconds": 8.25}  # what was heard is sent before the close
     assert handshake_status(strict.url, {})[0] == 401
     assert handshake_status(strict.url, {"Authorization": "Bearer wrong"})[0] == 401
     assert handshake_status(strict.url, token | {"Origin": "http://evil.example"})[0] == 403
@@ -286,3 +287,41 @@ async def page_finals(port_file: pathlib.Path, timeout: float) -> str:
                 seen = value
                 await asyncio.sleep(0.25)
             return " ".join(seen.split())
+
+
+def test_hotwords_per_stream_and_per_upload(trained_tiny, served, tmp_path):
+    from asr.decoding import decoding_options
+    from asr.ngram import build_arpa
+
+    model_path, manifest, rates = trained_tiny
+    lm = build_arpa([u.reference for u in rates.utterances] * 3, 2, tmp_path / "lm.arpa")
+    running = Running(Server(Recognizer.load(model_path, "cpu", decoding_options(lm=str(lm)))))
+    wav = rates.utterances[0].key
+    data, rate = sf.read(wav, dtype="int16")
+
+    async def stream(url: str, hotwords) -> tuple[int, list]:
+        return await ws_case(url, json.dumps({"type": "start", "sample_rate": rate, "hotwords": hotwords}),
+                             data.tobytes(), '{"type": "end"}', headers={})
+
+    async def post(hotwords: str) -> tuple[int, dict | str]:
+        async with aiohttp.ClientSession() as session:
+            form = aiohttp.FormData()
+            form.add_field("hotwords", hotwords)
+            form.add_field("audio", open(wav, "rb"), filename="take.wav")
+            async with session.post(running.url + "/transcribe", data=form) as response:
+                return response.status, (await response.json()) if response.status == 200 else response.reason
+
+    try:
+        plain_code, plain = asyncio.run(stream(running.url, []))
+        code, biased = asyncio.run(stream(running.url, ["yes 3", "ness"]))  # a word no one says
+        assert plain_code == code == Close.done and finals(biased) == finals(plain) and finals(plain)
+        assert asyncio.run(stream(running.url, {"yes": "loud"}))[0] == Close.unsupported
+        status, result = asyncio.run(post("yes 3\nness\n"))
+        assert status == 200 and result["text"] == " ".join(e["text"] for e in finals(plain))
+        status, reason = asyncio.run(post("new york\n"))
+        assert status == 400 and reason == "hotwords: 'new york': the boost must be a number"
+    finally:
+        running.stop()
+    # the greedy server has no LM to bias: the stream is refused with the reason
+    assert asyncio.run(ws_case(served.url, json.dumps({"type": "start", "sample_rate": rate, "hotwords": ["yes"]}),
+                               headers={}))[0] == Close.unsupported
