@@ -153,9 +153,9 @@ class Server:
         if self.streams >= self.limits.max_streams:
             raise web.HTTPServiceUnavailable(reason=f"{self.streams} streams already (--max-streams)")
         ws = web.WebSocketResponse(max_msg_size=self.limits.max_message_bytes, heartbeat=30)
-        await ws.prepare(request)
-        self.streams += 1
+        self.streams += 1  # before the handshake's await: two at the limit cannot both get in
         try:
+            await ws.prepare(request)
             await self._serve(ws)
         except ConnectionResetError:  # the client hung up while its events were being sent
             log.info("a client went away mid-stream")
