@@ -4,8 +4,9 @@ The deployment runtime: audio (soundfile, soxr) -> the front end in numpy -> the
 in onnxruntime -> greedy CTC decoding -> text with word times and confidences, in the output
 formats of ``asr transcribe``. Its transcripts equal the full toolkit's greedy ones on the
 same model (tests/test_export.py); word edges are the CTC spans, without the full toolkit's
-move onto the speech around them, and beam search, language models, evaluation and streaming
-need the full toolkit. ``asr`` runs this module's :func:`main` when PyTorch cannot be imported.
+move onto the speech around them, each file is transcribed whole (the full toolkit windows long
+ones), and beam search, language models, evaluation and streaming need the full toolkit. ``asr``
+runs this module's :func:`main` when PyTorch cannot be imported.
 """
 
 from __future__ import annotations
