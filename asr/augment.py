@@ -25,7 +25,6 @@ from asr.errors import AudioError, ConfigError
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class AugmentConfig:
     """Training-only augmentation. Each waveform effect is applied to an utterance with its

@@ -34,7 +34,8 @@ def decoding_options(args: argparse.Namespace):
     from asr.decoding import decoding_options
 
     return decoding_options(
-        method=args.decode, lm=args.lm, lexicon=args.lexicon, hotwords=args.hotwords, lm_weight=args.lm_weight, word_score=args.word_score,
+        method=args.decode, lm=args.lm, lexicon=args.lexicon, hotwords=args.hotwords, lm_weight=args.lm_weight,
+        word_score=args.word_score,
         beam_size=args.beam_size, beam_size_token=args.beam_size_token, beam_threshold=args.beam_threshold,
         nbest=args.nbest, blank_skip=None if args.blank_skip == 0 else args.blank_skip,
         token_min_logp=None if args.token_min_logp == 0 else args.token_min_logp,

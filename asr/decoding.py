@@ -253,7 +253,8 @@ class BeamSearchDecoder:
             for word in self.hotwords:  # a hotword the model cannot spell is an error, naming it
                 spell(word, self.tokenizer)
             words = list(arpa_words(kenlm))
-            words += [w for w in self.hotwords if w not in set(words)]
+            known = set(words)
+            words += [w for w in self.hotwords if w not in known]
             count, skipped = write_lexicon(words, self.tokenizer, path, skip_unspellable=True)
             if kenlm not in _REPORTED_LEXICONS:
                 _REPORTED_LEXICONS.add(kenlm)
