@@ -26,8 +26,13 @@ def read_hotwords(path: str | Path) -> dict[str, float]:
     path = Path(path)
     if not path.is_file():
         raise DecodingError(f"{path}: hotwords file not found")
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    return parse_hotwords([line for line in lines if line.strip() and not line.lstrip().startswith("#")], str(path))
+    return parse_hotwords_text(path.read_text(encoding="utf-8", errors="replace"), str(path))
+
+
+def parse_hotwords_text(text: str, source: str = "hotwords") -> dict[str, float]:
+    """The file format as text (a file, a form field): ``word [boost]`` lines, ``#`` comments."""
+    return parse_hotwords([line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")],
+                          source)
 
 
 def parse_hotwords(items: list[str] | dict, source: str = "hotwords") -> dict[str, float]:

@@ -35,9 +35,9 @@ from aiohttp import WSMsgType, web
 
 from asr.audio import RATE_RANGE
 from asr.errors import AsrError, DecodingError
-from asr.hotwords import parse_hotwords
+from asr.hotwords import parse_hotwords, parse_hotwords_text
 from asr.outputs import to_json
-from asr.sources import StreamResampler
+from asr.sources import Pcm16, StreamResampler
 from asr.transcribe import Recognizer
 
 log = logging.getLogger(__name__)
@@ -73,17 +73,14 @@ class StreamSession:
     def __init__(self, recognizer: Recognizer, sample_rate: int, stream_options: dict):
         self.streamer = recognizer.streamer(**stream_options)
         self.resampler = StreamResampler(sample_rate, recognizer.sample_rate)
-        self.rate, self.leftover, self.samples = sample_rate, b"", 0
+        self.pcm, self.rate, self.samples = Pcm16(), sample_rate, 0
 
     @property
     def seconds(self) -> float:
         return self.samples / self.rate
 
     def accept(self, data: bytes) -> list[dict]:
-        data = self.leftover + data
-        whole = len(data) // 2 * 2
-        self.leftover = data[whole:]
-        samples = np.frombuffer(data[:whole], dtype="<i2").astype(np.float32) / 32768.0
+        samples = self.pcm.decode(data)
         self.samples += len(samples)
         return [e.as_dict() for e in self.streamer.accept(self.resampler.accept(samples))]
 
@@ -172,10 +169,10 @@ class Server:
         self.check(request)
         if request.content_type != "multipart/form-data":
             raise web.HTTPBadRequest(reason="send the audio as multipart/form-data, field 'audio'")
-        hotwords = None
+        hotwords = ""
         async for part in await request.multipart():
             if part.name == "hotwords":  # before the audio: 'word [boost]' lines
-                hotwords = (await part.text()).splitlines()
+                hotwords = await part.text()
             elif part.name == "audio":
                 with tempfile.NamedTemporaryFile(prefix="asr-upload-") as tmp:  # never a name from the request
                     size = 0
@@ -186,7 +183,7 @@ class Server:
                         tmp.write(chunk)
                     tmp.flush()
                     try:
-                        recognizer = await self.run(self.recognizer_for, [h for h in hotwords or [] if h.strip()])
+                        recognizer = await self.run(self.recognizer_for, parse_hotwords_text(hotwords))
                         result = await self.run(recognizer.transcribe, Path(tmp.name))
                     except AsrError as exc:  # the message names the upload as the client named it
                         raise web.HTTPBadRequest(reason=str(exc).replace(tmp.name, part.filename or "upload")) from None

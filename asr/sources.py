@@ -100,13 +100,24 @@ def pcm_blocks(stream: BinaryIO, input_rate: int, rate: int, block_ms: int = BLO
 
 
 def _pcm_samples(stream: BinaryIO, size: int) -> Iterator[np.ndarray]:
-    """16-bit PCM read ``size`` bytes at a time, as float32 samples (an odd byte waits for its pair)."""
-    leftover = b""
+    """16-bit PCM read ``size`` bytes at a time, as float32 samples."""
+    pcm = Pcm16()
     while data := stream.read(size):
-        data = leftover + data
+        yield pcm.decode(data)
+
+
+class Pcm16:
+    """Pieces of 16-bit little-endian mono PCM -> float32 samples; an odd byte at the end of a
+    piece waits for its pair in the next."""
+
+    def __init__(self) -> None:
+        self.leftover = b""
+
+    def decode(self, data: bytes) -> np.ndarray:
+        data = self.leftover + data
         whole = len(data) // 2 * 2
-        leftover = data[whole:]
-        yield np.frombuffer(data[:whole], dtype="<i2").astype(np.float32) / 32768.0
+        self.leftover = data[whole:]
+        return np.frombuffer(data[:whole], dtype="<i2").astype(np.float32) / 32768.0
 
 
 def list_devices() -> str:
