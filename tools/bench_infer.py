@@ -61,7 +61,8 @@ def run_mode(backend: str, mode: str, model: str, paths: list[str], device: str,
     elif mode == "batched":
         texts = transcribe(paths)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "rss": peak_rss_mib(), "texts": texts, "torch_loaded": sys.modules.get("torch") is not None}
+    return {"seconds": seconds, "rss": peak_rss_mib(), "texts": texts,
+            "torch_loaded": sys.modules.get("torch") is not None}
 
 
 def peak_rss_mib() -> float:
@@ -111,8 +112,8 @@ def main() -> None:
             for backend, mode in runs:
                 if mode == "loaded" and round_:
                     continue
-                child = [sys.executable, __file__, files[backend], args.manifest, "--limit", str(args.limit), "--device",
-                         args.device, "--threads", str(args.threads), "--child", backend, mode]
+                child = [sys.executable, __file__, files[backend], args.manifest, "--limit", str(args.limit),
+                         "--device", args.device, "--threads", str(args.threads), "--child", backend, mode]
                 result = subprocess.run(child, check=True, capture_output=True, text=True).stdout
                 runs[backend, mode].append(json.loads(result.splitlines()[-1]))
         sizes = {b: Path(files[b]).stat().st_size / 1e6 for b in backends}
@@ -142,7 +143,7 @@ def report(args: argparse.Namespace, lines: list[dict], runs: dict, sizes: dict)
                   f"{'':>6} {'':>6} {loaded:>6}")
             continue
         seconds = statistics.median(r["seconds"] for r in results)
-        low, high = min(r["seconds"] for r in results) / audio_seconds, max(r["seconds"] for r in results) / audio_seconds
+        low, high = (f(r["seconds"] for r in results) / audio_seconds for f in (min, max))
         accuracy = f"{'':>6} {'':>6}"
         if mode == "batched":
             rates = score(refs, results[0]["texts"])

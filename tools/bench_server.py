@@ -173,12 +173,13 @@ async def load_run(url: str, pid: int, recs: list[Recording], rate: int) -> dict
             "closes": sorted({r.close_code for r in results})}
 
 
-def start_server(model: str) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, options: tuple[str, ...] = ("--max-streams", "64")) -> tuple[subprocess.Popen, str]:
+    """`asr serve MODEL OPTIONS` on a free port, once it accepts connections: (process, URL)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "asr", "serve", model, "--port", str(port), "--device", "cpu",
-                               "--max-streams", "64"], stderr=subprocess.PIPE, text=True)
+                               *options], stderr=subprocess.PIPE, text=True)
     for _ in range(600):
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):

@@ -13,10 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
@@ -24,7 +21,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_server import recordings, run_stream  # noqa: E402
+from bench_server import recordings, run_stream, start_server  # noqa: E402
 
 from asr.data import read_manifest  # noqa: E402
 from asr.transcribe import Recognizer  # noqa: E402
@@ -153,18 +150,7 @@ def main() -> None:
         sys.exit("this run's cases send 16 kHz audio: give a 16 kHz model")
     good = recordings(recognizer, args.manifest, 1, 60.0)[0]
     wav = Path(read_manifest(args.manifest)[0].audio_filepath).read_bytes()  # for the uploads
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "asr", "serve", args.model, "--port", str(port), "--device",
-                               "cpu", "--token", TOKEN, *LIMITS], stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    server, url = start_server(args.model, ("--token", TOKEN, *LIMITS))
     print(f"command: {' '.join(sys.argv)}")
     try:
         failures = asyncio.run(run(url, good, recognizer.sample_rate, wav))
