@@ -31,7 +31,16 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process's umask, read where Linux shows it: setting it to read it, even back at once,
+    would give files other threads create meanwhile (TensorBoard's writer, the server's uploads)
+    the wrong permissions."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0)  # elsewhere, the only way there is
     os.umask(mask)
     return mask
 
