@@ -180,7 +180,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from asr.transcribe import Recognizer
 
     recognizer = Recognizer.load(args.model, device=args.device, options=decoding_options(args))
-    rates = recognizer.evaluate(args.manifest, skip_bad=args.skip_bad)
+    rates = recognizer.evaluate(args.manifest, skip_bad=args.skip_bad, speaker_norm=args.speaker_norm)
     if args.report:
         rates.write_report(args.report)
         log.info("per-utterance errors: %s", args.report)

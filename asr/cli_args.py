@@ -122,6 +122,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", help="write per-utterance reference/hypothesis/errors (JSON lines) here")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip bad manifest lines and unreadable audio with a warning (counted) instead of stopping")
+    p.add_argument("--speaker-norm", action="store_true",
+                   help="normalize each speaker's utterances (the manifest's 'speaker' field) with the statistics of "
+                        "all of them, not each utterance with its own (models with per-utterance normalization)")
     p.add_argument("--device", default="auto")
     add_decoding_arguments(p)
     p.set_defaults(handler="evaluate")

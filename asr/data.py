@@ -1,7 +1,7 @@
 """Manifests, the training/evaluation dataset, the duration-bucketed sampler and collation.
 
 Manifest line (NeMo-compatible JSON lines):
-``{"audio_filepath": str, "duration": float, "text": str, "offset"?: float}``;
+``{"audio_filepath": str, "duration": float, "text": str, "offset"?: float, "speaker"?: str}``;
 relative paths resolve against the manifest's folder.
 """
 
@@ -16,12 +16,13 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import torch
 from torch.utils.data import Dataset, Sampler
+from tqdm import tqdm
 
 from asr.audio import load_audio
 from asr.atomic import atomic_write
 from asr.errors import AudioError, ManifestError
 from asr.augment import AugmentConfig, WaveformAugmenter, spec_augment
-from asr.features import FeatureExtractor
+from asr.features import FeatureExtractor, feature_stats
 from asr.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class Utterance:
     duration: float
     text: str
     offset: float | None = None  # None: the whole file; a number: a segment of `duration` seconds
+    speaker: str | None = None  # who speaks: utterances of one speaker can share normalization statistics
 
     def to_json(self, relative_to: Path | None = None) -> dict:
         path = self.audio_filepath
@@ -44,6 +46,8 @@ class Utterance:
         record = {"audio_filepath": str(path), "duration": round(self.duration, 4), "text": self.text}
         if self.offset is not None:
             record["offset"] = round(self.offset, 4)
+        if self.speaker is not None:
+            record["speaker"] = self.speaker
         return record
 
 
@@ -101,12 +105,15 @@ def _parse_line(line: str, where: str, base: Path, check_files: bool) -> Utteran
         isinstance(offset, bool) or not isinstance(offset, (int, float)) or not math.isfinite(offset) or offset < 0
     ):
         raise ManifestError(f"{where}: 'offset' must be a non-negative number, got {offset!r}")
+    speaker = record.get("speaker")
+    if speaker is not None and (not isinstance(speaker, str) or not speaker):
+        raise ManifestError(f"{where}: 'speaker' must be a non-empty string, got {speaker!r}")
     audio_path = Path(audio)
     if not audio_path.is_absolute():
         audio_path = base / audio_path
     if check_files and not audio_path.is_file():
         raise ManifestError(f"{where}: audio file not found: {audio_path}")
-    return Utterance(audio_path, float(duration), text, None if offset is None else float(offset))
+    return Utterance(audio_path, float(duration), text, None if offset is None else float(offset), speaker)
 
 
 def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> Path:
@@ -180,6 +187,7 @@ class SpeechDataset(Dataset):
         self.utterances = list(utterances)
         self.extractor = extractor
         self.seed = seed
+        self.speaker_stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.use_augment(augment)
         self.targets = [
             torch.tensor(tokenizer.encode(u.text) if tokenizer else [], dtype=torch.long) for u in self.utterances
@@ -205,11 +213,37 @@ class SpeechDataset(Dataset):
     def _example(self, index: int, epoch: int) -> Example:
         waveform = self.waveform(index)
         if self.augment is None:
-            return Example(self.extractor(waveform), self.targets[index], index)
+            stats = self.speaker_stats.get(self.utterances[index].speaker)
+            features = self.extractor(waveform) if stats is None else self.extractor.normalize(
+                self.extractor.log_mel(waveform), stats)
+            return Example(features, self.targets[index], index)
         generator = torch.Generator().manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
         waveform, warp = self.augmenter(waveform, generator, epoch)
         features = spec_augment(self.extractor(waveform, warp), self.augment, generator)
         return Example(features, self.targets[index], index)
+
+    def use_speaker_stats(self) -> None:
+        """Normalize each speaker's utterances with the statistics of all of them (per-speaker
+        mean and variance normalization, as Kaldi recipes do), not each utterance with its own:
+        a one-word utterance's own mean is mostly that word, and taking it off erases the word.
+        Utterances without a speaker, and unreadable ones, keep their own."""
+        by_speaker: dict[str, list[int]] = {}
+        for index, utt in enumerate(self.utterances):
+            if utt.speaker is not None:
+                by_speaker.setdefault(utt.speaker, []).append(index)
+        self.speaker_stats = {}
+        for speaker, indices in tqdm(by_speaker.items(), desc="speaker statistics", leave=False, disable=None):
+            try:
+                self.speaker_stats[speaker] = feature_stats(self._readable_log_mels(indices))
+            except ValueError:  # none of the speaker's audio is readable
+                continue
+
+    def _readable_log_mels(self, indices: list[int]) -> Iterator[torch.Tensor]:
+        for index in indices:
+            try:
+                yield self.extractor.log_mel(self.waveform(index))
+            except AudioError:
+                continue  # reported when the utterance itself is read
 
     def waveform(self, index: int) -> torch.Tensor:
         """(T,) samples of utterance ``index`` at the extractor's rate."""

@@ -84,9 +84,13 @@ class FeatureExtractor(torch.nn.Module):
             spec = (power.T @ filters)[: self.cfg.num_frames(samples)]  # (frames, n_mels)
             return torch.log(spec + 1e-6).contiguous()
 
-    def normalize(self, feats: torch.Tensor) -> torch.Tensor:
-        """(frames, n_mels) -> normalized (frames, n_mels) according to ``cfg.normalization``."""
+    def normalize(self, feats: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """(frames, n_mels) -> normalized (frames, n_mels) according to ``cfg.normalization``;
+        ``stats`` (mean, std), each (n_mels,), replace an "utterance" model's per-utterance
+        statistics (e.g. those of all the speaker's utterances)."""
         mode = NormMode(self.cfg.normalization)
+        if stats is not None and mode is NormMode.utterance:
+            return (feats - stats[0]) / stats[1].clamp_min(1e-5)
         if mode is GLOBAL_NORM:
             return (feats - self.mean) / self.std
         if mode is NormMode.utterance:

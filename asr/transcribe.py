@@ -27,8 +27,8 @@ from asr.checkpoint import build_components, load_checkpoint
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest, skip_or_raise
 from asr.decoding import DecodingOptions, build_decoder
 from asr.devices import resolve_device
-from asr.errors import AudioError
-from asr.features import FeatureExtractor
+from asr.errors import AsrError, AudioError
+from asr.features import FeatureExtractor, NormMode
 from asr.long_audio import LONG_AUDIO_SECONDS, OVERLAP_SECONDS, WINDOW_SECONDS, release_free_memory, stitch, windows
 from asr.model import AcousticModel
 from asr.onnx_model import is_onnx
@@ -118,7 +118,7 @@ class Recognizer:
 
     def recognize(self, utts: Sequence[Utterance], timestamps: bool = False, keep_log_probs: bool = False,
                   speech_edges: bool = True, long_audio: float = LONG_AUDIO_SECONDS, window: float = WINDOW_SECONDS,
-                  overlap: float = OVERLAP_SECONDS) -> Iterator[tuple[int, Transcript]]:
+                  overlap: float = OVERLAP_SECONDS, speaker_norm: bool = False) -> Iterator[tuple[int, Transcript]]:
         """(index, transcript) of each utterance as it finishes: those up to ``long_audio`` seconds
         batched together, each longer one in ``window``-second windows overlapping by ``overlap``
         seconds. An unusable input yields a transcript whose ``error`` says why; the others go on.
@@ -128,9 +128,16 @@ class Recognizer:
             keep_log_probs: each transcript of a short utterance keeps its (T', V) log-probabilities.
             speech_edges: word edges moved from the CTC spans to the speech around them
                 (:func:`asr.alignment.refine_edges`).
+            speaker_norm: normalize the utterances of each speaker (``Utterance.speaker``) with
+                the statistics of all of them (:meth:`SpeechDataset.use_speaker_stats`); needs a
+                model with per-utterance normalization. Long inputs keep their own.
         """
+        if speaker_norm and NormMode(self.extractor.cfg.normalization) is not NormMode.utterance:
+            raise AsrError(f"speaker normalization needs a model trained with features.normalization=utterance; "
+                           f"this one uses {NormMode(self.extractor.cfg.normalization).value}")
         short = [i for i, u in enumerate(utts) if u.duration <= long_audio]
-        batches = self._batches([utts[i] for i in short], timestamps or keep_log_probs, progress=len(utts) > 1)
+        batches = self._batches([utts[i] for i in short], timestamps or keep_log_probs, progress=len(utts) > 1,
+                                speaker_norm=speaker_norm)
         for position, transcript in self._transcripts(batches, [utts[i] for i in short], timestamps, speech_edges):
             if not keep_log_probs:
                 transcript = dataclasses.replace(transcript, log_probs=None)
@@ -143,13 +150,14 @@ class Recognizer:
                 except AudioError as exc:
                     yield i, Transcript(str(utt.audio_filepath), "", utt.duration, 0.0, error=str(exc))
 
-    def evaluate(self, manifest: str | Path | Sequence[Utterance], skip_bad: bool = False) -> ErrorRates:
+    def evaluate(self, manifest: str | Path | Sequence[Utterance], skip_bad: bool = False,
+                 speaker_norm: bool = False) -> ErrorRates:
         """WER/CER of a manifest (or utterances) against its normalized transcripts. A bad manifest
         line or unusable audio raises, or with ``skip_bad`` is warned about, counted in
-        ``skipped`` and left out of the rates."""
+        ``skipped`` and left out of the rates. ``speaker_norm``: as in :meth:`recognize`."""
         problems: list[str] | None = [] if skip_bad else None
         utts = read_manifest(manifest, problems=problems) if isinstance(manifest, (str, Path)) else list(manifest)
-        rates = self.score(utts, self.recognize_all(utts), skip_bad)
+        rates = self.score(utts, self.recognize_all(utts, speaker_norm=speaker_norm), skip_bad)
         for line in problems or []:
             rates.skip(str(manifest), line)
         return rates
@@ -163,12 +171,15 @@ class Recognizer:
                 rates.skip(t.key, skip_or_raise(t.error, skip_bad))
         return rates
 
-    def _batches(self, utts: Sequence[Utterance], keep_log_probs: bool, progress: bool) -> Iterator[tuple]:
+    def _batches(self, utts: Sequence[Utterance], keep_log_probs: bool, progress: bool,
+                 speaker_norm: bool = False) -> Iterator[tuple]:
         """(index, n-best, log-probs or None, error or None) per utterance, decoded in batches of
         at most ``max_frames`` padded frames."""
         if not utts:
             return
         dataset = SpeechDataset(list(utts), self.extractor)
+        if speaker_norm:
+            dataset.use_speaker_stats()
         # one bucket: without shuffling, cutting the length-sorted list greedily pads least, and
         # small inputs still fill whole batches
         sampler = BucketBatchSampler(dataset.num_frames(), max(self.max_frames, max(dataset.num_frames())),

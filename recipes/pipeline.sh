@@ -1,7 +1,10 @@
 # The stages every corpus shares after its own preparation (sourced by recipes/<corpus>/run.sh
 # after stages.sh). The recipe sets: config (conf/<config>.yaml), data (manifest folder), train_set,
-# dev_set, test_sets (manifest names without .jsonl); LM_TEXT (environment, optional) replaces the
+# dev_set, test_sets (manifest names without .jsonl), optionally speaker_sets (test sets whose
+# manifests name each utterance's speaker: also scored with per-speaker normalization); LM_TEXT (environment, optional) replaces the
 # training transcripts as LM text (a text file, one sentence per line, or a manifest).
+
+speaker_sets=()
 
 # Tokenizer and acoustic model: the tokenizer is trained from the training transcripts at the start
 # of training and stored in the checkpoint with the model (exp/model.pt).
@@ -26,6 +29,12 @@ score_sets() {
     asr evaluate "$exp/model.pt" "$data/$set.jsonl" --skip-bad --lm "$exp/lm.arpa" --report "$exp/$set.lm.errors.jsonl" \
       | tee "$exp/$set.lm.wer"
   done
+  for set in "${speaker_sets[@]}"; do  # each speaker normalized by all their utterances (asr evaluate --speaker-norm)
+    asr evaluate "$exp/model.pt" "$data/$set.jsonl" --skip-bad --speaker-norm --report "$exp/$set.spk.errors.jsonl" \
+      | tee "$exp/$set.spk.wer"
+    asr evaluate "$exp/model.pt" "$data/$set.jsonl" --skip-bad --speaker-norm --lm "$exp/lm.arpa" \
+      --report "$exp/$set.spk.lm.errors.jsonl" | tee "$exp/$set.spk.lm.wer"
+  done
 }
 
 print_results() {
@@ -33,6 +42,10 @@ print_results() {
   for set in "${test_sets[@]}"; do
     echo "$set greedy: $(tail -n 1 "$exp/$set.wer" 2>/dev/null || echo 'not scored yet')"
     echo "$set beam + LM: $(tail -n 1 "$exp/$set.lm.wer" 2>/dev/null || echo 'not scored yet')"
+  done
+  for set in "${speaker_sets[@]}"; do
+    echo "$set per-speaker normalization, greedy: $(tail -n 1 "$exp/$set.spk.wer" 2>/dev/null || echo 'not scored yet')"
+    echo "$set per-speaker normalization, beam + LM: $(tail -n 1 "$exp/$set.spk.lm.wer" 2>/dev/null || echo 'not scored yet')"
   done
 }
 

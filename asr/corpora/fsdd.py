@@ -86,13 +86,13 @@ def make_connected(clips: list[Clip], count: int, out_dir: Path, rng: random.Ran
         path = out_dir / f"{out_dir.name}-{n:05d}.wav"
         sf.write(path, np.concatenate(pieces), SAMPLE_RATE, subtype="PCM_16")
         text = " ".join(w["word"] for w in words)
-        utts.append(Utterance(path, t, text))
+        utts.append(Utterance(path, t, text, speaker=chosen[0].speaker))
         alignments.append({"audio_filepath": path.name, "text": text, "words": words})
     return utts, alignments
 
 
 def _write_split(out_dir: Path, name: str, clips: list[Clip], connected: int, rng: random.Random) -> dict[str, Path]:
-    isolated = [Utterance(c.path, c.duration, DIGIT_WORDS[c.digit]) for c in clips]
+    isolated = [Utterance(c.path, c.duration, DIGIT_WORDS[c.digit], speaker=c.speaker) for c in clips]
     strings, alignments = make_connected(clips, connected, out_dir / "connected" / name, rng)
     paths = {
         f"isolated_{name}": write_manifest(out_dir / f"isolated_{name}.jsonl", isolated),
@@ -166,6 +166,6 @@ def prepare_fsdd_clips(data_dir: str | Path, out_dir: str | Path) -> dict[str, P
     """Every clip as one isolated-digit manifest (``fsdd_clips.jsonl``): real voices for
     measuring a model trained on other speech (the default job's, on synthetic voices)."""
     clips = find_clips(data_dir)
-    utts = [Utterance(c.path, c.duration, DIGIT_WORDS[c.digit]) for c in clips]
+    utts = [Utterance(c.path, c.duration, DIGIT_WORDS[c.digit], speaker=c.speaker) for c in clips]
     log.info("fsdd clips: %d from %d speakers", len(utts), len({c.speaker for c in clips}))
     return {"fsdd_clips": write_manifest(Path(out_dir) / "fsdd_clips.jsonl", utts)}

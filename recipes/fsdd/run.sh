@@ -3,7 +3,8 @@
 #   bash recipes/fsdd/run.sh [--stage N] [--stop-stage N] [--force] [hydra overrides...]
 # Stages: 0 manifests + connected strings (data/), 1 tokenizer + model (exp/model.pt), 2 trigram LM
 # from the training text, weights tuned on dev (exp/lm.arpa), 3 score isolated and connected test
-# sets greedy (exp/<set>.wer) and with beam search + LM (exp/<set>.lm.wer).
+# sets greedy (exp/<set>.wer) and with beam search + LM (exp/<set>.lm.wer); fine-tuned (FSDD_INIT), both
+# again with each speaker's utterances normalized by the statistics of all of them (exp/<set>.spk[.lm].wer).
 # Environment: FSDD_DIR (local copy holding recordings/, default ../../../shared/data/fsdd),
 # FSDD_SPLIT=speaker for the speaker-held-out split (train on four speakers, test on the fifth;
 # kept apart in data-speaker/ and exp-speaker/); FSDD_SIZE (connected training strings, default
@@ -25,8 +26,11 @@ if [ -n "${FSDD_INIT:-}" ]; then
 fi
 source ../stages.sh
 source ../pipeline.sh
-if [ -n "${init:-}" ]; then overrides+=("trainer.init_from=$init"); fi
 train_set=train dev_set=dev test_sets=(isolated_test connected_test)
+if [ -n "${init:-}" ]; then
+  # the synthetic model's per-utterance normalization comes with it, so its speakers can share statistics
+  overrides+=("trainer.init_from=$init") speaker_sets=(isolated_test connected_test)
+fi
 
 prepare() {
   asr prepare "$corpus" "$data" --data-dir "$FSDD_DIR" ${FSDD_SIZE:+--size "$FSDD_SIZE"}

@@ -9,7 +9,8 @@
 # text (exp/charlm.pt), tune its weights on dev, score test with it (exp/test.charlm.wer).
 # Stage 3 also scores real people saying digits when the Free Spoken Digit Dataset is beside the
 # project (FSDD_DIR, default ../shared/data/fsdd): all its clips, voices the model never heard
-# (exp/fsdd_clips[.lm].wer); they never enter training.
+# (exp/fsdd_clips[.lm].wer), and again with each speaker's clips normalized by the statistics of all
+# of them (exp/fsdd_clips.spk[.lm].wer); they never enter training.
 # Environment: SYNTH_SIZE (utterances to generate, default 3000); SYNTH_CONFIG (the conf/ file to
 # train with, default synth; synth_stream trains chunk-aware for `asr stream`, use a fresh exp/).
 set -euo pipefail
@@ -20,7 +21,7 @@ source ../pipeline.sh
 config="${SYNTH_CONFIG:-synth}" data=data train_set=train dev_set=dev test_sets=(dev test)
 FSDD_DIR="${FSDD_DIR:-../../../shared/data/fsdd}"
 fsdd_present=false
-if [ -d "$FSDD_DIR/recordings" ]; then fsdd_present=true test_sets+=(fsdd_clips); fi
+if [ -d "$FSDD_DIR/recordings" ]; then fsdd_present=true test_sets+=(fsdd_clips) speaker_sets=(fsdd_clips); fi
 
 generate() {
   asr prepare synth data --size "${SYNTH_SIZE:-3000}"
@@ -50,6 +51,8 @@ echo "held-out-voice test set, beam + LM: $(tail -n 1 exp/test.lm.wer 2>/dev/nul
 if [ -f exp/fsdd_clips.wer ]; then
   echo "real people saying digits (FSDD, never heard), greedy: $(tail -n 1 exp/fsdd_clips.wer)"
   echo "real people saying digits (FSDD, never heard), beam + LM: $(tail -n 1 exp/fsdd_clips.lm.wer)"
+  echo "the same, each speaker normalized by all their clips, greedy: $(tail -n 1 exp/fsdd_clips.spk.wer 2>/dev/null || echo 'not scored yet')"
+  echo "the same, each speaker normalized by all their clips, beam + LM: $(tail -n 1 exp/fsdd_clips.spk.lm.wer 2>/dev/null || echo 'not scored yet')"
 fi
 [ -f exp/test.charlm.wer ] && echo "held-out-voice test set, beam + char-RNN LM: $(tail -n 1 exp/test.charlm.wer)"
 true

@@ -1,0 +1,95 @@
+"""Per-speaker normalization: utterances of one speaker share the statistics of all of them."""
+
+import json
+
+import pytest
+import torch
+
+from asr.audio import load_audio
+from asr.corpora.voices import espeak_voice
+from asr.data import SpeechDataset, Utterance, read_manifest, write_manifest
+from asr.errors import AsrError, ManifestError
+from asr.features import FeatureConfig, FeatureExtractor, NormMode
+from asr.model import AcousticModel, ModelConfig
+from asr.tokenizer import CharTokenizer, TextNormalization
+from asr.transcribe import Recognizer
+from conftest import speak, write_audio
+
+
+@pytest.fixture(scope="module")
+def two_speakers(tmp_path_factory):
+    """Two espeak-ng voices saying single digits (the short utterances where an utterance's own
+    statistics are mostly its word), and one file with no speaker."""
+    work = tmp_path_factory.mktemp("speakers")
+    utts = []
+    for name, voice in (("en-us", espeak_voice("en-us", "m3")), ("en-gb-x-rp", espeak_voice("en-gb-x-rp", "f2"))):
+        for word in ("one", "seven", "three"):
+            path = speak(word, work / f"{name}-{word}.wav", voice=voice)
+            utts.append(Utterance(path, load_audio(path, 16000).numel() / 16000, word, speaker=name))
+    loner = write_audio(work / "tone.wav", seconds=0.6)
+    utts.append(Utterance(loner, 0.6, "one"))
+    return utts
+
+
+def utterance_extractor() -> FeatureExtractor:
+    return FeatureExtractor(FeatureConfig(normalization=NormMode.utterance))
+
+
+def pooled(extractor: FeatureExtractor, utts: list[Utterance]) -> tuple[torch.Tensor, torch.Tensor]:
+    frames = torch.cat([extractor.log_mel(load_audio(u.audio_filepath, 16000)).double() for u in utts])
+    return frames.mean(0).float(), frames.std(0, unbiased=False).float()
+
+
+def test_manifest_speaker_round_trips_and_a_bad_one_names_its_line(tmp_path, two_speakers):
+    path = write_manifest(tmp_path / "m.jsonl", two_speakers)
+    assert [u.speaker for u in read_manifest(path)] == [u.speaker for u in two_speakers]
+    assert "speaker" not in json.loads(path.read_text().splitlines()[-1])  # absent stays absent
+    bad = tmp_path / "bad.jsonl"
+    record = two_speakers[0].to_json()
+    for value in ("", 7):
+        bad.write_text(json.dumps({**record, "speaker": value}) + "\n")
+        with pytest.raises(ManifestError, match=r"bad\.jsonl:1: 'speaker' must be a non-empty string"):
+            read_manifest(bad)
+
+
+def test_each_speaker_is_normalized_by_all_their_utterances(two_speakers):
+    extractor = utterance_extractor()
+    dataset = SpeechDataset(two_speakers, extractor)
+    dataset.use_speaker_stats()
+    assert sorted(dataset.speaker_stats) == ["en-gb-x-rp", "en-us"]
+    for speaker in ("en-us", "en-gb-x-rp"):
+        own = [u for u in two_speakers if u.speaker == speaker]
+        mean, std = pooled(extractor, own)
+        for index, utt in enumerate(two_speakers):
+            if utt.speaker == speaker:
+                expected = (extractor.log_mel(load_audio(utt.audio_filepath, 16000)) - mean) / std
+                assert torch.allclose(dataset[index].features, expected, atol=1e-4)
+                # a one-word utterance's own statistics differ: its features are not those
+                assert not torch.allclose(dataset[index].features, extractor(load_audio(utt.audio_filepath, 16000)),
+                                          atol=0.1)
+    loner = dataset[len(two_speakers) - 1].features  # no speaker: its own statistics, as before
+    assert torch.allclose(loner, extractor(load_audio(two_speakers[-1].audio_filepath, 16000)))
+
+
+def test_recognizer_batches_agree_with_each_speaker_alone(two_speakers):
+    torch.manual_seed(0)
+    tokenizer = CharTokenizer(sorted("onesvthr "), TextNormalization())
+    model = AcousticModel(ModelConfig(num_layers=1, hidden_size=16), 80, tokenizer.vocab_size).eval()
+    recognizer = Recognizer(model, utterance_extractor(), tokenizer, "cpu")
+    together = recognizer.recognize_all(two_speakers, keep_log_probs=True, speaker_norm=True)
+    plain = recognizer.recognize_all(two_speakers, keep_log_probs=True)
+    for speaker in ("en-us", "en-gb-x-rp"):
+        indices = [i for i, u in enumerate(two_speakers) if u.speaker == speaker]
+        alone = recognizer.recognize_all([two_speakers[i] for i in indices], keep_log_probs=True, speaker_norm=True)
+        for i, transcript in zip(indices, alone):
+            assert torch.allclose(together[i].log_probs, transcript.log_probs, atol=1e-5)
+            assert not torch.allclose(together[i].log_probs, plain[i].log_probs, atol=1e-3)
+    assert torch.allclose(together[-1].log_probs, plain[-1].log_probs, atol=1e-5)
+
+
+def test_a_globally_normalized_model_refuses_speaker_normalization(two_speakers):
+    tokenizer = CharTokenizer(sorted("one "), TextNormalization())
+    model = AcousticModel(ModelConfig(num_layers=1, hidden_size=8), 80, tokenizer.vocab_size)
+    recognizer = Recognizer(model, FeatureExtractor(FeatureConfig()), tokenizer, "cpu")
+    with pytest.raises(AsrError, match="needs a model trained with features.normalization=utterance; this one uses global"):
+        recognizer.evaluate(two_speakers, speaker_norm=True)
