@@ -85,10 +85,11 @@ def test_reverberation_adds_a_decaying_tail_after_the_speech(speech):
 def test_band_limiting_removes_the_energy_outside_the_band(speech, low, high):
     noisy = add_noise(speech, coloured_noise(speech.numel(), 0.0, torch.Generator().manual_seed(4)), 10.0)
     out = band_limit(noisy, RATE, low, high)
-    total = band_energy(noisy, 0, RATE / 2)
-    assert band_energy(out, 1.1 * high, RATE / 2) < 1e-6 * total
+    # at least 40 dB off what the input had outside the band (a measure of the filter, not of
+    # how much of the signal lay there: espeak-ng's voice has far more below 300 Hz than yes/no's)
+    assert band_energy(out, 1.1 * high, RATE / 2) < 1e-4 * band_energy(noisy, 1.1 * high, RATE / 2)
     if low:
-        assert band_energy(out, 0, 0.9 * low) < 1e-6 * total
+        assert band_energy(out, 0, 0.9 * low) < 1e-4 * band_energy(noisy, 0, 0.9 * low)
     inside = band_energy(noisy, 1.1 * low, 0.9 * high)
     assert abs(band_energy(out, 1.1 * low, 0.9 * high) / inside - 1) < 1e-3  # the band passes untouched
 
