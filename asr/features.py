@@ -122,6 +122,29 @@ def feature_stats(features: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch
     return mean.float(), var.sqrt().float()
 
 
+class RunningStats:
+    """Per-bin mean and standard deviation of every frame added so far (float64 sums): one
+    speaker's statistics, built up over a stream."""
+
+    def __init__(self, dim: int):
+        self.sum = torch.zeros(dim, dtype=torch.float64)
+        self.sq = torch.zeros(dim, dtype=torch.float64)
+        self.count = 0
+
+    def add(self, feats: torch.Tensor) -> None:
+        """Take in (frames, dim) un-normalized features."""
+        f = feats.double()
+        self.sum, self.sq, self.count = self.sum + f.sum(0), self.sq + (f * f).sum(0), self.count + f.shape[0]
+
+    def pooled(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std), each (dim,), of the frames added so far together with (frames, dim) ``feats``."""
+        f = feats.double()
+        count = self.count + f.shape[0]
+        mean = (self.sum + f.sum(0)) / count
+        var = ((self.sq + (f * f).sum(0)) / count - mean * mean).clamp_min(1e-10)
+        return mean.float(), var.sqrt().float()
+
+
 class StreamingFeatures:
     """Incremental :class:`FeatureExtractor`: samples in, finished feature frames out.
 
@@ -132,11 +155,13 @@ class StreamingFeatures:
     "utterance" normalization needs the whole utterance: frames as they come are normalized with
     the statistics of the frames so far, blended with the training set's (the extractor's global
     statistics, worth ``PRIOR_FRAMES`` frames) so the first frames are not normalized by
-    themselves alone; :meth:`utterance` gives the whole stream normalized exactly as offline."""
+    themselves alone; :meth:`utterance` gives the whole stream normalized exactly as offline.
+    Given a ``speaker``'s statistics (the earlier segments of a stream of one speaker), both use
+    them pooled with this segment's frames instead."""
 
     PRIOR_FRAMES = 100  # one second of 10 ms frames
 
-    def __init__(self, extractor: FeatureExtractor):
+    def __init__(self, extractor: FeatureExtractor, speaker: RunningStats | None = None):
         self.extractor = extractor
         spectrogram = extractor.mel.spectrogram
         self.n_fft, self.hop, self.win_length = spectrogram.n_fft, spectrogram.hop_length, spectrogram.win_length
@@ -147,9 +172,13 @@ class StreamingFeatures:
         self.frames_out = 0
         self.samples_in = 0
         self.raw: list[torch.Tensor] = []  # every frame so far, un-normalized
-        mean, var = extractor.mean.double(), extractor.std.double().pow(2)
-        self._sum = self.PRIOR_FRAMES * mean  # running statistics for "utterance" normalization
-        self._sq = self.PRIOR_FRAMES * (var + mean * mean)
+        self.speaker = speaker
+        if speaker is not None and speaker.count:
+            self._prior_frames, self._sum, self._sq = speaker.count, speaker.sum, speaker.sq
+        else:  # running statistics for "utterance" normalization, starting from the training set's
+            mean, var = extractor.mean.double(), extractor.std.double().pow(2)
+            self._prior_frames = self.PRIOR_FRAMES
+            self._sum, self._sq = self.PRIOR_FRAMES * mean, self.PRIOR_FRAMES * (var + mean * mean)
 
     def accept(self, samples: torch.Tensor) -> torch.Tensor:
         """(N,) float samples at the model's rate -> (frames, n_mels) new feature frames."""
@@ -194,8 +223,12 @@ class StreamingFeatures:
 
     def utterance(self) -> torch.Tensor:
         """(frames, n_mels): every frame so far, normalized as the offline front end normalizes
-        the same samples (for "utterance" normalization, with the statistics of all of them)."""
-        return self.extractor.normalize(torch.cat(self.raw)) if self.raw else self._empty()
+        the same samples (for "utterance" normalization, with the statistics of all of them, or
+        of all of them and the speaker's)."""
+        if not self.raw:
+            return self._empty()
+        raw = torch.cat(self.raw)
+        return self.extractor.normalize(raw, None if self.speaker is None else self.speaker.pooled(raw))
 
     def _normalize(self, feats: torch.Tensor) -> torch.Tensor:
         self.raw.append(feats)
@@ -203,7 +236,7 @@ class StreamingFeatures:
             return self.extractor.normalize(feats)
         f = feats.double()
         self._sum, self._sq = self._sum + f.sum(0), self._sq + (f * f).sum(0)
-        count = self.frames_out + self.PRIOR_FRAMES
+        count = self.frames_out + self._prior_frames
         mean = self._sum / count
         std = (self._sq / count - mean * mean).clamp_min(1e-10).sqrt()
         return ((f - mean) / std.clamp_min(1e-5)).float()

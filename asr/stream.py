@@ -19,7 +19,7 @@ import torch
 
 from asr.decoding import greedy_decode
 from asr.errors import ConfigError
-from asr.features import StreamingFeatures
+from asr.features import NormMode, RunningStats, StreamingFeatures
 from asr.chunked import forward_chunk
 from asr.model import Subsampling
 from asr.transcribe import Recognizer
@@ -38,6 +38,9 @@ class StreamOptions:
     # final results: "full" re-runs the whole bidirectional model over the finished segment
     # (offline accuracy, one extra pass per segment); "chunked" decodes the chunked outputs
     final_pass: str = "full"
+    # one speaker throughout: each segment is normalized with the statistics of all the speech
+    # so far, not its own alone (models with per-utterance normalization)
+    speaker_norm: bool = False
 
     def validate(self) -> None:
         for name in ("chunk_ms", "endpoint_silence_ms", "max_segment_s"):
@@ -94,6 +97,10 @@ class StreamingRecognizer:
         self.right = context if model.cfg.bidirectional else 0  # a forward-only model needs none
         if self.rate not in VAD_RATES:
             raise ConfigError(f"streaming supports models at {VAD_RATES} Hz (voice activity detection); this one is {self.rate}")
+        if options.speaker_norm and NormMode(recognizer.extractor.cfg.normalization) is not NormMode.utterance:
+            raise ConfigError("speaker_norm needs a model trained with features.normalization=utterance; this one uses "
+                              f"{NormMode(recognizer.extractor.cfg.normalization).value}")
+        self.speaker = RunningStats(recognizer.extractor.dim) if options.speaker_norm else None
         self.vad = webrtcvad.Vad(options.vad_aggressiveness)
         self.vad_samples = self.rate * VAD_FRAME_MS // 1000
         self.samples_seen = 0  # since the start of the stream
@@ -121,7 +128,7 @@ class StreamingRecognizer:
 
     # -- segments -----------------------------------------------------------------------------
     def _new_segment(self) -> None:
-        self.features = StreamingFeatures(self.recognizer.extractor)
+        self.features = StreamingFeatures(self.recognizer.extractor, self.speaker)
         self.feature_frames = torch.zeros(0, self.recognizer.extractor.dim)  # not yet stacked
         self.pending = torch.zeros(0, self.recognizer.model.subsample.out_dim)  # stacked, not yet committed
         self.state: Optional[list] = None
@@ -211,6 +218,8 @@ class StreamingRecognizer:
             text = self.recognizer.tokenizer.decode(nbest[0].tokens).strip() if nbest else ""
             if text or self.last_text:
                 events.append(StreamEvent("final", text, self.segment_start / self.rate, self.samples_seen / self.rate))
+            if self.speaker is not None:  # a segment with speech: the speaker's statistics grow by it
+                self.speaker.add(torch.cat(self.features.raw))
         self._new_segment()
         return events
 

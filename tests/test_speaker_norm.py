@@ -8,7 +8,7 @@ import torch
 from asr.audio import load_audio
 from asr.corpora.voices import espeak_voice
 from asr.data import SpeechDataset, Utterance, read_manifest, write_manifest
-from asr.errors import AsrError, ManifestError
+from asr.errors import AsrError, ConfigError, ManifestError
 from asr.features import FeatureConfig, FeatureExtractor, NormMode
 from asr.model import AcousticModel, ModelConfig
 from asr.tokenizer import CharTokenizer, TextNormalization
@@ -93,3 +93,43 @@ def test_a_globally_normalized_model_refuses_speaker_normalization(two_speakers)
     recognizer = Recognizer(model, FeatureExtractor(FeatureConfig()), tokenizer, "cpu")
     with pytest.raises(AsrError, match="needs a model trained with features.normalization=utterance; this one uses global"):
         recognizer.evaluate(two_speakers, speaker_norm=True)
+
+
+# ---- streaming: one speaker throughout ------------------------------------------------------
+
+
+def test_streaming_features_pool_the_speakers_earlier_segments(two_speakers):
+    from asr.features import RunningStats, StreamingFeatures
+
+    extractor = utterance_extractor()
+    earlier, current = [extractor.log_mel(load_audio(u.audio_filepath, 16000)) for u in two_speakers[:2]]
+    speaker = RunningStats(extractor.dim)
+    speaker.add(earlier)
+    stream = StreamingFeatures(extractor, speaker)
+    waveform = load_audio(two_speakers[1].audio_filepath, 16000)
+    for start in range(0, waveform.numel(), 1600):
+        stream.accept(waveform[start : start + 1600])
+    stream.finish()
+    both = torch.cat([earlier, current]).double()
+    mean, std = both.mean(0).float(), both.std(0, unbiased=False).float()
+    assert torch.allclose(stream.utterance(), (current - mean) / std, atol=1e-4)
+    alone = StreamingFeatures(extractor)
+    alone.accept(waveform)
+    alone.finish()
+    assert torch.allclose(alone.utterance(), extractor(waveform), atol=1e-5)  # no speaker: as before
+
+
+def test_a_stream_with_speaker_norm_grows_the_speakers_statistics_segment_by_segment(two_speakers):
+    tokenizer = CharTokenizer(sorted("onesvthr "), TextNormalization())
+    model = AcousticModel(ModelConfig(num_layers=1, hidden_size=16), 80, tokenizer.vocab_size).eval()
+    recognizer = Recognizer(model, utterance_extractor(), tokenizer, "cpu")
+    streamer = recognizer.streamer(speaker_norm=True)
+    pause = torch.zeros(16000)  # 1 s of silence ends a segment (0.6 s by default)
+    counts = []
+    for utt in two_speakers[:3]:  # one voice: three segments
+        streamer.accept(torch.cat([load_audio(utt.audio_filepath, 16000), pause]).numpy())
+        counts.append(streamer.speaker.count)
+    assert counts[0] > 0 and counts[0] < counts[1] < counts[2]  # each segment with speech adds its frames
+    assert streamer.features.speaker is streamer.speaker  # the next segment starts from them
+    with pytest.raises(ConfigError, match="speaker_norm needs a model trained with features.normalization=utterance"):
+        Recognizer(model, FeatureExtractor(FeatureConfig()), tokenizer, "cpu").streamer(speaker_norm=True)

@@ -38,11 +38,14 @@ from asr.scoring import score  # noqa: E402
 RATE = 8000  # FSDD's own rate; PulseAudio and asr stream resample as they would a real microphone's
 
 
-def build_recording(fsdd: Path, strings: int, seed: int, path: Path) -> list[str]:
-    """Write the test recording to ``path``; returns the text of each string."""
+def build_recording(fsdd: Path, strings: int, seed: int, path: Path, speaker: str | None = None) -> list[str]:
+    """Write the test recording to ``path`` (the five speakers in turn, or ``speaker`` alone);
+    returns the text of each string."""
     rng = random.Random(seed)
     clips = find_clips(fsdd)
-    speakers = sorted({c.speaker for c in clips})
+    speakers = [speaker] if speaker else sorted({c.speaker for c in clips})
+    if speaker and not any(c.speaker == speaker for c in clips):
+        sys.exit(f"live_check: --speaker {speaker}: no such speaker in {fsdd}")
     pieces, texts = [np.zeros(RATE, dtype=np.float32)], []
     for n in range(strings):
         speaker = speakers[n % len(speakers)]
@@ -79,10 +82,10 @@ def finals(stdout: str) -> str:
     return " ".join(e["text"] for e in events if e["type"] == "final")
 
 
-def through_microphone(model: Path, recording: Path) -> str:
+def through_microphone(model: Path, recording: Path, options: list[str]) -> str:
     """The finals of ``asr stream`` on the PulseAudio monitor while ``paplay`` plays ``recording``."""
     listener = subprocess.Popen(
-        [sys.executable, "-m", "asr", "stream", str(model), "--input-device", "pulse", "--json"], cwd=ROOT,
+        [sys.executable, "-m", "asr", "stream", str(model), "--input-device", "pulse", "--json", *options], cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
@@ -114,24 +117,29 @@ def main() -> None:
     parser.add_argument("--fsdd", default=str(Path(os.environ.get("ASR_SHARED_DATA", ROOT.parent / "shared" / "data")) / "fsdd"))
     parser.add_argument("--strings", type=int, default=12, help="digit strings in the recording")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--speaker", help="every string from this FSDD speaker (default: the five in turn)")
+    parser.add_argument("--speaker-norm", action="store_true",
+                        help="asr stream --speaker-norm: each segment normalized with all the speech so far")
     args = parser.parse_args()
+    options = ["--speaker-norm"] if args.speaker_norm else []
     model = Path(args.model).resolve()
     if not model.is_file():
         sys.exit(f"live_check: {model}: model not found (run bash recipes/synth/run.sh first)")
     with tempfile.TemporaryDirectory() as tmp:
         recording = Path(tmp) / "live.wav"
-        texts = build_recording(Path(args.fsdd), args.strings, args.seed, recording)
+        texts = build_recording(Path(args.fsdd), args.strings, args.seed, recording, args.speaker)
         truth, seconds = " ".join(texts), sf.info(str(recording)).duration
         started = start_pulseaudio()
         try:
-            heard = finals(through_microphone(model, recording))
+            heard = finals(through_microphone(model, recording, options))
         finally:
             if started:
                 subprocess.run(["pulseaudio", "--kill"], capture_output=True)
         offline = asr("transcribe", str(model), str(recording)).strip()
-        from_file = finals(asr("stream", str(model), "--input", str(recording), "--json", "--no-realtime"))
+        from_file = finals(asr("stream", str(model), "--input", str(recording), "--json", "--no-realtime", *options))
     print(f"command: {' '.join(sys.argv)}")
-    print(f"recording: {args.strings} digit strings of FSDD speakers, {len(truth.split())} words, {seconds:.1f} s")
+    who = f"FSDD speaker {args.speaker}" if args.speaker else "the five FSDD speakers"
+    print(f"recording: {args.strings} digit strings of {who}, {len(truth.split())} words, {seconds:.1f} s")
     print(f"truth:       {truth}")
     print(f"microphone:  {heard}")
     print(f"offline:     {offline}")
