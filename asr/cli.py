@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -57,10 +58,13 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         raise AsrError(f"--format {fmt.value} with several inputs needs --output-dir (one file per input)")
     for _, reason in failed:
         print(f"asr: warning: {reason}; skipped", file=sys.stderr)
+    if args.speaker_norm:  # one speaker unless a manifest says otherwise
+        utts = [u if u.speaker else dataclasses.replace(u, speaker="inputs") for u in utts]
     total, unreadable = len(utts) + len(failed), len(failed)
     writer, interrupted = TranscriptWriter(utts, fmt, args.output_dir), False
     try:
-        for index, transcript in recognizer.recognize(utts, timestamps=fmt is not OutputFormat.txt):
+        for index, transcript in recognizer.recognize(utts, timestamps=fmt is not OutputFormat.txt,
+                                                      speaker_norm=args.speaker_norm):
             if transcript.error is None:
                 writer.finished(index, transcript)
             elif total == 1:

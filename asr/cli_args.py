@@ -41,6 +41,9 @@ def add_transcribe(sub: argparse._SubParsersAction) -> None:
                    "segments and words (times, confidences) and n-best when --nbest > 1; srt/vtt: subtitles; "
                    "tsv: start/end (ms) and text per segment")
     p.add_argument("--output-dir", help="write one <name>.<format> file per input here instead of printing")
+    p.add_argument("--speaker-norm", action="store_true",
+                   help="the inputs are one speaker: normalize each with the statistics of all of them, not its own "
+                   "alone (models with per-utterance normalization; manifests' own 'speaker' fields take precedence)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_decoding_arguments(p)
     p.set_defaults(handler="transcribe")

@@ -133,3 +133,23 @@ def test_a_stream_with_speaker_norm_grows_the_speakers_statistics_segment_by_seg
     assert streamer.features.speaker is streamer.speaker  # the next segment starts from them
     with pytest.raises(ConfigError, match="speaker_norm needs a model trained with features.normalization=utterance"):
         Recognizer(model, FeatureExtractor(FeatureConfig()), tokenizer, "cpu").streamer(speaker_norm=True)
+
+
+def test_transcribe_speaker_norm_treats_the_inputs_as_one_speaker(tmp_path, two_speakers):
+    from asr.checkpoint import inference_state, save_checkpoint
+    from conftest import run_cli
+
+    torch.manual_seed(0)
+    tokenizer = CharTokenizer(sorted("onesvthr "), TextNormalization())
+    model = AcousticModel(ModelConfig(num_layers=1, hidden_size=16), 80, tokenizer.vocab_size).eval()
+    extractor = utterance_extractor()
+    path = save_checkpoint(inference_state(model, extractor, tokenizer), tmp_path / "model.pt")
+    files = [str(u.audio_filepath) for u in two_speakers[:3]]
+    done = run_cli("transcribe", str(path), *files, "--speaker-norm", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    texts = [json.loads(line)["text"] for line in done.stdout.splitlines()]  # JSON lines, one per input
+    recognizer = Recognizer(model, extractor, tokenizer, "cpu")
+    one = [Utterance(u.audio_filepath, u.duration, "", speaker="x") for u in two_speakers[:3]]
+    assert texts == [t.text for t in recognizer.recognize_all(one, speaker_norm=True)]
+    alone = run_cli("transcribe", str(path), *files, "--format", "json")
+    assert [json.loads(line)["text"] for line in alone.stdout.splitlines()] != texts  # each by itself: other outputs
