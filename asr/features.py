@@ -15,6 +15,7 @@ import torch
 import torchaudio
 
 from asr.augment import frequency_warp
+from asr.errors import ConfigError
 
 
 # How log-mel features are normalized. "global": mean/variance of the training set, stored with
@@ -83,6 +84,14 @@ class FeatureExtractor(torch.nn.Module):
                 filters = frequency_warp(filters.shape[0], warp).T @ filters
             spec = (power.T @ filters)[: self.cfg.num_frames(samples)]  # (frames, n_mels)
             return torch.log(spec + 1e-6).contiguous()
+
+    def check_speaker_norm(self) -> None:
+        """Per-speaker statistics replace per-utterance ones; a model normalized otherwise was
+        trained on other features."""
+        mode = NormMode(self.cfg.normalization)
+        if mode is not NormMode.utterance:
+            raise ConfigError("speaker normalization needs a model trained with features.normalization=utterance; "
+                              f"this one uses {mode.value}")
 
     def normalize(self, feats: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """(frames, n_mels) -> normalized (frames, n_mels) according to ``cfg.normalization``;

@@ -19,7 +19,7 @@ import torch
 
 from asr.decoding import greedy_decode
 from asr.errors import ConfigError
-from asr.features import NormMode, RunningStats, StreamingFeatures
+from asr.features import RunningStats, StreamingFeatures
 from asr.chunked import forward_chunk
 from asr.model import Subsampling
 from asr.transcribe import Recognizer
@@ -97,9 +97,8 @@ class StreamingRecognizer:
         self.right = context if model.cfg.bidirectional else 0  # a forward-only model needs none
         if self.rate not in VAD_RATES:
             raise ConfigError(f"streaming supports models at {VAD_RATES} Hz (voice activity detection); this one is {self.rate}")
-        if options.speaker_norm and NormMode(recognizer.extractor.cfg.normalization) is not NormMode.utterance:
-            raise ConfigError("speaker_norm needs a model trained with features.normalization=utterance; this one uses "
-                              f"{NormMode(recognizer.extractor.cfg.normalization).value}")
+        if options.speaker_norm:
+            recognizer.extractor.check_speaker_norm()
         self.speaker = RunningStats(recognizer.extractor.dim) if options.speaker_norm else None
         self.vad = webrtcvad.Vad(options.vad_aggressiveness)
         self.vad_samples = self.rate * VAD_FRAME_MS // 1000

@@ -27,8 +27,8 @@ from asr.checkpoint import build_components, load_checkpoint
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest, skip_or_raise
 from asr.decoding import DecodingOptions, build_decoder
 from asr.devices import resolve_device
-from asr.errors import AsrError, AudioError
-from asr.features import FeatureExtractor, NormMode
+from asr.errors import AudioError
+from asr.features import FeatureExtractor
 from asr.long_audio import LONG_AUDIO_SECONDS, OVERLAP_SECONDS, WINDOW_SECONDS, release_free_memory, stitch, windows
 from asr.model import AcousticModel
 from asr.onnx_model import is_onnx
@@ -132,9 +132,8 @@ class Recognizer:
                 the statistics of all of them (:meth:`SpeechDataset.use_speaker_stats`); needs a
                 model with per-utterance normalization. Long inputs keep their own.
         """
-        if speaker_norm and NormMode(self.extractor.cfg.normalization) is not NormMode.utterance:
-            raise AsrError(f"speaker normalization needs a model trained with features.normalization=utterance; "
-                           f"this one uses {NormMode(self.extractor.cfg.normalization).value}")
+        if speaker_norm:
+            self.extractor.check_speaker_norm()
         short = [i for i, u in enumerate(utts) if u.duration <= long_audio]
         batches = self._batches([utts[i] for i in short], timestamps or keep_log_probs, progress=len(utts) > 1,
                                 speaker_norm=speaker_norm)

@@ -131,7 +131,7 @@ def test_a_stream_with_speaker_norm_grows_the_speakers_statistics_segment_by_seg
         counts.append(streamer.speaker.count)
     assert counts[0] > 0 and counts[0] < counts[1] < counts[2]  # each segment with speech adds its frames
     assert streamer.features.speaker is streamer.speaker  # the next segment starts from them
-    with pytest.raises(ConfigError, match="speaker_norm needs a model trained with features.normalization=utterance"):
+    with pytest.raises(ConfigError, match="speaker normalization needs a model trained with features.normalization=utterance"):
         Recognizer(model, FeatureExtractor(FeatureConfig()), tokenizer, "cpu").streamer(speaker_norm=True)
 
 
