@@ -116,42 +116,47 @@ class FeatureExtractor(torch.nn.Module):
 
 def feature_stats(features: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation over all frames of (frames, F) tensors, in float64."""
-    total = sq_total = None
-    count = 0
+    stats = RunningStats()
     for feats in features:
-        f = feats.double()
-        s, sq = f.sum(0), (f * f).sum(0)
-        total = s if total is None else total + s
-        sq_total = sq if sq_total is None else sq_total + sq
-        count += f.shape[0]
-    if count == 0:
-        raise ValueError("no frames to compute feature statistics from")
-    mean = total / count
-    var = (sq_total / count - mean * mean).clamp_min(1e-10)
-    return mean.float(), var.sqrt().float()
+        stats.add(feats)
+    mean, std = stats.mean_std()
+    return mean.float(), std.float()
 
 
 class RunningStats:
-    """Per-bin mean and standard deviation of every frame added so far (float64 sums): one
-    speaker's statistics, built up over a stream."""
+    """Per-bin mean and standard deviation of every frame added so far (float64 sums): a
+    training set's, one speaker's built up over a stream, a stream segment's so far."""
 
-    def __init__(self, dim: int):
-        self.sum = torch.zeros(dim, dtype=torch.float64)
-        self.sq = torch.zeros(dim, dtype=torch.float64)
-        self.count = 0
+    def __init__(self, total: torch.Tensor | float = 0.0, sq_total: torch.Tensor | float = 0.0, count: int = 0):
+        self.sum, self.sq, self.count = total, sq_total, count
+
+    @classmethod
+    def prior(cls, mean: torch.Tensor, std: torch.Tensor, frames: int) -> RunningStats:
+        """Statistics ``mean``, ``std`` (each (dim,)) weighing as much as ``frames`` frames."""
+        mean, var = mean.double(), std.double().pow(2)
+        return cls(frames * mean, frames * (var + mean * mean), frames)
+
+    def copy(self) -> RunningStats:
+        return RunningStats(self.sum, self.sq, self.count)  # add() replaces the sums, never changes them
 
     def add(self, feats: torch.Tensor) -> None:
         """Take in (frames, dim) un-normalized features."""
         f = feats.double()
         self.sum, self.sq, self.count = self.sum + f.sum(0), self.sq + (f * f).sum(0), self.count + f.shape[0]
 
+    def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std), each (dim,), in float64."""
+        if self.count == 0:
+            raise ValueError("no frames to compute feature statistics from")
+        mean = self.sum / self.count
+        return mean, (self.sq / self.count - mean * mean).clamp_min(1e-10).sqrt()
+
     def pooled(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std), each (dim,), of the frames added so far together with (frames, dim) ``feats``."""
-        f = feats.double()
-        count = self.count + f.shape[0]
-        mean = (self.sum + f.sum(0)) / count
-        var = ((self.sq + (f * f).sum(0)) / count - mean * mean).clamp_min(1e-10)
-        return mean.float(), var.sqrt().float()
+        both = self.copy()
+        both.add(feats)
+        mean, std = both.mean_std()
+        return mean.float(), std.float()
 
 
 class StreamingFeatures:
@@ -182,12 +187,9 @@ class StreamingFeatures:
         self.samples_in = 0
         self.raw: list[torch.Tensor] = []  # every frame so far, un-normalized
         self.speaker = speaker
-        if speaker is not None and speaker.count:
-            self._prior_frames, self._sum, self._sq = speaker.count, speaker.sum, speaker.sq
-        else:  # running statistics for "utterance" normalization, starting from the training set's
-            mean, var = extractor.mean.double(), extractor.std.double().pow(2)
-            self._prior_frames = self.PRIOR_FRAMES
-            self._sum, self._sq = self.PRIOR_FRAMES * mean, self.PRIOR_FRAMES * (var + mean * mean)
+        # running statistics for "utterance" normalization, from the speaker's or the training set's
+        self.running = speaker.copy() if speaker is not None and speaker.count else RunningStats.prior(
+            extractor.mean, extractor.std, self.PRIOR_FRAMES)
 
     def accept(self, samples: torch.Tensor) -> torch.Tensor:
         """(N,) float samples at the model's rate -> (frames, n_mels) new feature frames."""
@@ -243,12 +245,9 @@ class StreamingFeatures:
         self.raw.append(feats)
         if NormMode(self.extractor.cfg.normalization) is not NormMode.utterance:
             return self.extractor.normalize(feats)
-        f = feats.double()
-        self._sum, self._sq = self._sum + f.sum(0), self._sq + (f * f).sum(0)
-        count = self.frames_out + self._prior_frames
-        mean = self._sum / count
-        std = (self._sq / count - mean * mean).clamp_min(1e-10).sqrt()
-        return ((f - mean) / std.clamp_min(1e-5)).float()
+        self.running.add(feats)
+        mean, std = self.running.mean_std()
+        return ((feats.double() - mean) / std.clamp_min(1e-5)).float()
 
     def _empty(self) -> torch.Tensor:
         return torch.zeros(0, self.extractor.cfg.n_mels)

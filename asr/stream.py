@@ -99,7 +99,7 @@ class StreamingRecognizer:
             raise ConfigError(f"streaming supports models at {VAD_RATES} Hz (voice activity detection); this one is {self.rate}")
         if options.speaker_norm:
             recognizer.extractor.check_speaker_norm()
-        self.speaker = RunningStats(recognizer.extractor.dim) if options.speaker_norm else None
+        self.speaker = RunningStats() if options.speaker_norm else None
         self.vad = webrtcvad.Vad(options.vad_aggressiveness)
         self.vad_samples = self.rate * VAD_FRAME_MS // 1000
         self.samples_seen = 0  # since the start of the stream

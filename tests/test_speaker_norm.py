@@ -103,7 +103,7 @@ def test_streaming_features_pool_the_speakers_earlier_segments(two_speakers):
 
     extractor = utterance_extractor()
     earlier, current = [extractor.log_mel(load_audio(u.audio_filepath, 16000)) for u in two_speakers[:2]]
-    speaker = RunningStats(extractor.dim)
+    speaker = RunningStats()
     speaker.add(earlier)
     stream = StreamingFeatures(extractor, speaker)
     waveform = load_audio(two_speakers[1].audio_filepath, 16000)
