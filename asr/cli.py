@@ -44,7 +44,7 @@ def decoding_options(args: argparse.Namespace):
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from asr.outputs import OutputFormat, TranscriptWriter
+    from asr.outputs import OutputFormat, TranscriptWriter, report_incomplete, warn_skipped
     from asr.transcribe import Recognizer, collect_inputs
 
     fmt = OutputFormat(args.format)
@@ -57,7 +57,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if len(utts) + len(failed) > 1 and fmt in (OutputFormat.srt, OutputFormat.vtt, OutputFormat.tsv) and not args.output_dir:
         raise AsrError(f"--format {fmt.value} with several inputs needs --output-dir (one file per input)")
     for _, reason in failed:
-        print(f"asr: warning: {reason}; skipped", file=sys.stderr)
+        warn_skipped(reason)
     if args.speaker_norm:  # one speaker unless a manifest says otherwise
         utts = [u if u.speaker else dataclasses.replace(u, speaker="inputs") for u in utts]
     total, unreadable = len(utts) + len(failed), len(failed)
@@ -71,14 +71,13 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
                 raise AsrError(transcript.error)
             else:
                 failed.append((transcript.key, transcript.error))
-                print(f"asr: warning: {transcript.error}; skipped", file=sys.stderr)
+                warn_skipped(transcript.error)
     except KeyboardInterrupt:
         interrupted = True  # what finished is still written below
     writer.close()
     if failed or interrupted:
         missing = len(utts) - len(writer.done) - (len(failed) - unreadable)
-        print(f"asr: transcribed {len(writer.done)} of {total} inputs; {len(failed)} failed"
-              + (f", {missing} not transcribed (interrupted)" if interrupted else ""), file=sys.stderr)
+        report_incomplete(len(writer.done), total, len(failed), missing if interrupted else None)
     return 130 if interrupted else (1 if failed else 0)
 
 

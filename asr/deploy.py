@@ -137,7 +137,7 @@ FULL_COMMANDS = ("train", "stream", "evaluate", "export", "prepare", "lm")
 
 def main(argv: list[str] | None = None) -> int:
     """``asr transcribe MODEL.onnx AUDIO...`` without PyTorch; the other commands say what to install."""
-    from asr.outputs import OutputFormat, TranscriptWriter
+    from asr.outputs import OutputFormat, TranscriptWriter, report_incomplete, warn_skipped
 
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="asr", description="Transcribe audio files with a model written by "
@@ -177,8 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"asr: error: {exc}", file=sys.stderr)
         return 2
     for reason in failed:  # as the full toolkit: the others are transcribed, each failure named
-        print(f"asr: warning: {reason}; skipped", file=sys.stderr)
+        warn_skipped(reason)
     if failed:
-        print(f"asr: transcribed {len(writer.done)} of {len(writer.done) + len(failed)} inputs; {len(failed)} failed",
-              file=sys.stderr)
+        report_incomplete(len(writer.done), len(writer.done) + len(failed), len(failed))
     return 1 if failed else 0

@@ -154,3 +154,15 @@ class TranscriptWriter:
                 stream.write(f"{transcript.key}\t{transcript.text}\n")
             else:
                 stream.write(render(transcript, self.fmt))
+
+
+def warn_skipped(reason: str) -> None:
+    """``asr transcribe``'s line for an input it could not transcribe (the others go on)."""
+    print(f"asr: warning: {reason}; skipped", file=sys.stderr)
+
+
+def report_incomplete(done: int, total: int, failed: int, missing: int | None = None) -> None:
+    """``asr transcribe``'s last line when inputs failed, or (``missing``) were not reached
+    because it was interrupted."""
+    print(f"asr: transcribed {done} of {total} inputs; {failed} failed"
+          + (f", {missing} not transcribed (interrupted)" if missing is not None else ""), file=sys.stderr)
