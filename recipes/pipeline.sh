@@ -1,8 +1,9 @@
 # The stages every corpus shares after its own preparation (sourced by recipes/<corpus>/run.sh
 # after stages.sh). The recipe sets: config (conf/<config>.yaml), data (manifest folder), train_set,
 # dev_set, test_sets (manifest names without .jsonl), optionally speaker_sets (test sets whose
-# manifests name each utterance's speaker: also scored with per-speaker normalization); LM_TEXT (environment, optional) replaces the
-# training transcripts as LM text (a text file, one sentence per line, or a manifest).
+# manifests name each utterance's speaker: also scored with per-speaker normalization); LM_TEXT
+# (environment, optional) replaces the training transcripts as LM text (a text file, one sentence
+# per line, or a manifest).
 
 speaker_sets=()
 

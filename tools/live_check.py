@@ -48,8 +48,8 @@ def build_recording(fsdd: Path, strings: int, seed: int, path: Path, speaker: st
         sys.exit(f"live_check: --speaker {speaker}: no such speaker in {fsdd}")
     pieces, texts = [np.zeros(RATE, dtype=np.float32)], []
     for n in range(strings):
-        speaker = speakers[n % len(speakers)]
-        chosen = rng.sample([c for c in clips if c.speaker == speaker], rng.randint(3, 5))
+        who = speakers[n % len(speakers)]
+        chosen = rng.sample([c for c in clips if c.speaker == who], rng.randint(3, 5))
         for i, clip in enumerate(chosen):
             if i:
                 pieces.append(np.zeros(int(rng.uniform(0.15, 0.4) * RATE), dtype=np.float32))
