@@ -51,10 +51,13 @@ def test_yesno_recipe_runs_every_stage_and_skips_finished_ones(tmp_path):
     done = run_recipe(tmp_path, "yesno", *FEW_STEPS, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     exp = tmp_path / "recipes" / "yesno" / "exp"
-    assert (exp / "model.pt").is_file() and {p.name for p in exp.glob(".done.*")} == {".done.data", ".done.train", ".done.score"}
-    summary = (exp / "test.wer").read_text().splitlines()
-    assert summary[-1].startswith("WER ") and len(lines(exp / "test.errors.jsonl")) == 30
-    assert "test greedy: WER" in done.stdout
+    assert (exp / "model.pt").is_file() and {p.name for p in exp.glob(".done.*")} == {".done.data", ".done.train", ".done.score",
+                                                                                ".done.score_lexicon"}
+    for name in ("test", "test.lm"):
+        summary = (exp / f"{name}.wer").read_text().splitlines()
+        assert summary[-1].startswith("WER ") and len(lines(exp / f"{name}.errors.jsonl")) == 30
+    assert "test greedy: WER" in done.stdout and "test, beam held to yes/no: WER" in done.stdout
+    assert (exp / "lm.arpa").is_file()
     again = run_recipe(tmp_path, "yesno", "--stage", "1", "--stop-stage", "1", env=env)
     assert again.returncode == 0 and "stage 1 (train): done already, skipped" in again.stdout
 
