@@ -18,8 +18,8 @@ from conftest import tiny_overrides
 EPOCHS = 2
 
 
-def overrides(manifest: Path, out: Path, resume: bool = False, **changes: str) -> list[str]:
-    items = dict(o.split("=", 1) for o in tiny_overrides(manifest, out, EPOCHS, resume))
+def overrides(manifest_path: Path, out: Path, resume: bool = False, **changes: str) -> list[str]:
+    items = dict(o.split("=", 1) for o in tiny_overrides(manifest_path, out, EPOCHS, resume))
     items.update({"trainer.num_threads": "1", "trainer.keep_checkpoints": "5"}, **changes)
     return [f"{k}={v}" for k, v in items.items()]
 
