@@ -162,7 +162,7 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
                    "train-clean-100,dev-clean,test-clean,test-other; train-960 = all training subsets)")
     p.add_argument("--language", help="commonvoice: language code for text normalization (default: the tsv's locale)")
     p.add_argument("--splits", help="commonvoice: comma-separated tsv names (default train,dev,test)")
-    p.add_argument("--size", type=int, default=None, help="synth: utterances to generate (default 6000); fsdd: connected training strings (default 2000)")
+    p.add_argument("--size", type=int, default=None, help="synth: utterances to generate; fsdd: connected training strings (default 2000)")
     p.add_argument("--seed", type=int, default=None, help="synth, fsdd: seed of generated material")
     p.set_defaults(handler="prepare")
 

@@ -11,7 +11,7 @@
 # project (FSDD_DIR, default ../shared/data/fsdd): all its clips, voices the model never heard
 # (exp/fsdd_clips[.lm].wer), and again with each speaker's clips normalized by the statistics of all
 # of them (exp/fsdd_clips.spk[.lm].wer); they never enter training.
-# Environment: SYNTH_SIZE (utterances to generate, default: asr prepare synth's, 6000); SYNTH_CONFIG (the conf/ file to
+# Environment: SYNTH_SIZE (utterances to generate, default 3000); SYNTH_CONFIG (the conf/ file to
 # train with, default synth; synth_stream trains chunk-aware for `asr stream`, use a fresh exp/).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -24,7 +24,7 @@ fsdd_present=false
 if [ -d "$FSDD_DIR/recordings" ]; then fsdd_present=true test_sets+=(fsdd_clips) speaker_sets=(fsdd_clips); fi
 
 generate() {
-  asr prepare synth data ${SYNTH_SIZE:+--size "$SYNTH_SIZE"}
+  asr prepare synth data --size "${SYNTH_SIZE:-3000}"
   if $fsdd_present; then asr prepare fsdd-clips data --data-dir "$FSDD_DIR"; fi
 }
 
