@@ -213,9 +213,8 @@ class SpeechDataset(Dataset):
     def _example(self, index: int, epoch: int) -> Example:
         waveform = self.waveform(index)
         if self.augment is None:
-            stats = self.speaker_stats.get(self.utterances[index].speaker)
-            features = self.extractor(waveform) if stats is None else self.extractor.normalize(
-                self.extractor.log_mel(waveform), stats)
+            stats = self.speaker_stats.get(self.utterances[index].speaker)  # None: the utterance's own
+            features = self.extractor.normalize(self.extractor.log_mel(waveform), stats)
             return Example(features, self.targets[index], index)
         generator = torch.Generator().manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
         waveform, warp = self.augmenter(waveform, generator, epoch)
