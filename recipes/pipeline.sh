@@ -26,28 +26,38 @@ language_model() {
 score_sets() {
   local set
   for set in "${test_sets[@]}"; do
-    asr evaluate "$exp/model.pt" "$data/$set.jsonl" --skip-bad --report "$exp/$set.errors.jsonl" | tee "$exp/$set.wer"
-    asr evaluate "$exp/model.pt" "$data/$set.jsonl" --skip-bad --lm "$exp/lm.arpa" --report "$exp/$set.lm.errors.jsonl" \
-      | tee "$exp/$set.lm.wer"
+    score_set "$set" ""
+    score_set "$set" .lm --lm "$exp/lm.arpa"
   done
   for set in "${speaker_sets[@]}"; do  # each speaker normalized by all their utterances (asr evaluate --speaker-norm)
-    asr evaluate "$exp/model.pt" "$data/$set.jsonl" --skip-bad --speaker-norm --report "$exp/$set.spk.errors.jsonl" \
-      | tee "$exp/$set.spk.wer"
-    asr evaluate "$exp/model.pt" "$data/$set.jsonl" --skip-bad --speaker-norm --lm "$exp/lm.arpa" \
-      --report "$exp/$set.spk.lm.errors.jsonl" | tee "$exp/$set.spk.lm.wer"
+    score_set "$set" .spk --speaker-norm
+    score_set "$set" .spk.lm --speaker-norm --lm "$exp/lm.arpa"
   done
+}
+
+# score_set SET SUFFIX [asr evaluate options...]: exp/<set><suffix>.wer and exp/<set><suffix>.errors.jsonl
+score_set() {
+  local set="$1" suffix="$2"
+  shift 2
+  asr evaluate "$exp/model.pt" "$data/$set.jsonl" --skip-bad "$@" --report "$exp/$set$suffix.errors.jsonl" \
+    | tee "$exp/$set$suffix.wer"
 }
 
 print_results() {
   local set
   for set in "${test_sets[@]}"; do
-    echo "$set greedy: $(tail -n 1 "$exp/$set.wer" 2>/dev/null || echo 'not scored yet')"
-    echo "$set beam + LM: $(tail -n 1 "$exp/$set.lm.wer" 2>/dev/null || echo 'not scored yet')"
+    result_line "$set greedy" "$set"
+    result_line "$set beam + LM" "$set.lm"
   done
   for set in "${speaker_sets[@]}"; do
-    echo "$set per-speaker normalization, greedy: $(tail -n 1 "$exp/$set.spk.wer" 2>/dev/null || echo 'not scored yet')"
-    echo "$set per-speaker normalization, beam + LM: $(tail -n 1 "$exp/$set.spk.lm.wer" 2>/dev/null || echo 'not scored yet')"
+    result_line "$set per-speaker normalization, greedy" "$set.spk"
+    result_line "$set per-speaker normalization, beam + LM" "$set.spk.lm"
   done
+}
+
+# result_line LABEL NAME: "LABEL: <the last line of exp/NAME.wer>"
+result_line() {
+  echo "$1: $(tail -n 1 "$exp/$2.wer" 2>/dev/null || echo 'not scored yet')"
 }
 
 # The standard stage list after a recipe's own stage 0 (prepare).
