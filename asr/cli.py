@@ -58,7 +58,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         raise AsrError(f"--format {fmt.value} with several inputs needs --output-dir (one file per input)")
     for _, reason in failed:
         warn_skipped(reason)
-    if args.speaker_norm:  # one speaker unless a manifest says otherwise
+    if args.speaker_norm == "labels":  # one speaker unless a manifest says otherwise
         utts = [u if u.speaker else dataclasses.replace(u, speaker="inputs") for u in utts]
     total, unreadable = len(utts) + len(failed), len(failed)
     writer, interrupted = TranscriptWriter(utts, fmt, args.output_dir), False
@@ -191,6 +191,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{Path(args.manifest).name}: {len(rates.utterances)} utterances, {words} words")
     if rates.skipped:
         print(f"skipped {len(rates.skipped)} bad lines or utterances (left out of the rates; warnings above)")
+    speakers = rates.by_speaker()
+    for speaker, own in speakers.items() if len(speakers) > 1 else ():
+        print(f"speaker {speaker}: {len(own.utterances)} utterances, {own.summary()}")
     print(rates.summary())
     return 0
 

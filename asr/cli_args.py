@@ -32,6 +32,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def add_transcribe(sub: argparse._SubParsersAction) -> None:
+    from asr.speaker_norm import POOL_SECONDS
+
     p = sub.add_parser("transcribe", help="transcribe audio files", description="Transcribe audio files of any "
                        "format libsndfile reads (wav, flac, ogg, mp3, sphere) at any sample rate.")
     p.add_argument("model", help=MODEL_HELP)
@@ -41,9 +43,11 @@ def add_transcribe(sub: argparse._SubParsersAction) -> None:
                    "segments and words (times, confidences) and n-best when --nbest > 1; srt/vtt: subtitles; "
                    "tsv: start/end (ms) and text per segment")
     p.add_argument("--output-dir", help="write one <name>.<format> file per input here instead of printing")
-    p.add_argument("--speaker-norm", action="store_true",
-                   help="the inputs are one speaker: normalize each with the statistics of all of them, not its own "
-                   "alone (models with per-utterance normalization; manifests' own 'speaker' fields take precedence)")
+    p.add_argument("--speaker-norm", nargs="?", const="labels", choices=["labels", "nearest"],
+                   help="normalize each input with statistics pooled over its speaker's inputs, not its own alone "
+                   "(models with per-utterance normalization). labels (the default): the inputs are one speaker, "
+                   "unless a manifest's 'speaker' fields say otherwise; nearest: no labels, each input pools with the "
+                   f"inputs nearest to it in voice, {POOL_SECONDS:.0f} s of audio in all")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_decoding_arguments(p)
     p.set_defaults(handler="transcribe")
@@ -121,6 +125,8 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    from asr.speaker_norm import POOL_SECONDS
+
     p = sub.add_parser("evaluate", help="score a model on a manifest",
                        description="Decode a manifest and print WER/CER; the last line is 'WER <x> CER <y>' (percent).")
     p.add_argument("model", help=MODEL_HELP)
@@ -128,9 +134,11 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", help="write per-utterance reference/hypothesis/errors (JSON lines) here")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip bad manifest lines and unreadable audio with a warning (counted) instead of stopping")
-    p.add_argument("--speaker-norm", action="store_true",
-                   help="normalize each speaker's utterances (the manifest's 'speaker' field) with the statistics of "
-                        "all of them, not each utterance with its own (models with per-utterance normalization)")
+    p.add_argument("--speaker-norm", nargs="?", const="labels", choices=["labels", "nearest"],
+                   help="normalize each utterance with statistics pooled over its speaker's, not its own alone "
+                   "(models with per-utterance normalization). labels (the default): the utterances with its "
+                   "'speaker' field; nearest: no labels, the utterances nearest to it in voice, "
+                   f"{POOL_SECONDS:.0f} s of audio in all")
     p.add_argument("--device", default="auto")
     add_decoding_arguments(p)
     p.set_defaults(handler="evaluate")

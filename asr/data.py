@@ -22,7 +22,8 @@ from asr.audio import load_audio
 from asr.atomic import atomic_write
 from asr.errors import AudioError, ManifestError
 from asr.augment import AugmentConfig, WaveformAugmenter, spec_augment
-from asr.features import FeatureExtractor, feature_stats
+from asr.features import FeatureExtractor
+from asr.speaker_norm import POOL_SECONDS, FrameSums, SpeakerNorm, pool_by_label, pool_by_nearest
 from asr.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ class SpeechDataset(Dataset):
         self.utterances = list(utterances)
         self.extractor = extractor
         self.seed = seed
-        self.speaker_stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.norm_stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # (mean, std) replacing an utterance's own
         self.use_augment(augment)
         self.targets = [
             torch.tensor(tokenizer.encode(u.text) if tokenizer else [], dtype=torch.long) for u in self.utterances
@@ -213,36 +214,39 @@ class SpeechDataset(Dataset):
     def _example(self, index: int, epoch: int) -> Example:
         waveform = self.waveform(index)
         if self.augment is None:
-            stats = self.speaker_stats.get(self.utterances[index].speaker)  # None: the utterance's own
-            features = self.extractor.normalize(self.extractor.log_mel(waveform), stats)
+            features = self.extractor.normalize(self.extractor.log_mel(waveform), self.norm_stats.get(index))
             return Example(features, self.targets[index], index)
         generator = torch.Generator().manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
         waveform, warp = self.augmenter(waveform, generator, epoch)
         features = spec_augment(self.extractor(waveform, warp), self.augment, generator)
         return Example(features, self.targets[index], index)
 
-    def use_speaker_stats(self) -> None:
-        """Normalize each speaker's utterances with the statistics of all of them (per-speaker
-        mean and variance normalization, as Kaldi recipes do), not each utterance with its own:
-        a one-word utterance's own mean is mostly that word, and taking it off erases the word.
-        Utterances without a speaker, and unreadable ones, keep their own."""
-        by_speaker: dict[str, list[int]] = {}
-        for index, utt in enumerate(self.utterances):
-            if utt.speaker is not None:
-                by_speaker.setdefault(utt.speaker, []).append(index)
-        self.speaker_stats = {}
-        for speaker, indices in tqdm(by_speaker.items(), desc="speaker statistics", leave=False, disable=None):
-            try:
-                self.speaker_stats[speaker] = feature_stats(self._readable_log_mels(indices))
-            except ValueError:  # none of the speaker's audio is readable
-                continue
+    def use_speaker_stats(self, mode: SpeakerNorm = SpeakerNorm.labels, seconds: float = POOL_SECONDS) -> None:
+        """Normalize each utterance with statistics pooled over its speaker's utterances, not over
+        itself alone (:mod:`asr.speaker_norm`): those with its speaker label, or (``nearest``)
+        those nearest to it in voice, ``seconds`` of audio in all. Utterances without a label
+        (``labels``), and unreadable ones, keep their own statistics."""
+        wanted = [i for i, u in enumerate(self.utterances) if mode is SpeakerNorm.nearest or u.speaker is not None]
+        readable: list[int] = []
+        sums = FrameSums.of(self._readable_log_mels(wanted, readable))
+        self.norm_stats = {}
+        if not readable:
+            return
+        if mode is SpeakerNorm.labels:
+            pools = pool_by_label([self.utterances[i].speaker for i in readable], sums)
+        else:
+            pools = pool_by_nearest(sums, seconds * 1000 / self.extractor.cfg.hop_ms)
+        self.norm_stats = {index: sums.pooled(pool) for index, pool in zip(readable, pools) if pool is not None}
 
-    def _readable_log_mels(self, indices: list[int]) -> Iterator[torch.Tensor]:
-        for index in indices:
+    def _readable_log_mels(self, indices: list[int], readable: list[int]) -> Iterator[torch.Tensor]:
+        """Log-mels of the utterances ``indices`` that can be read; ``readable`` gets their indices."""
+        for index in tqdm(indices, desc="speaker statistics", leave=False, disable=None):
             try:
-                yield self.extractor.log_mel(self.waveform(index))
+                feats = self.extractor.log_mel(self.waveform(index))
             except AudioError:
                 continue  # reported when the utterance itself is read
+            readable.append(index)
+            yield feats
 
     def waveform(self, index: int) -> torch.Tensor:
         """(T,) samples of utterance ``index`` at the extractor's rate."""

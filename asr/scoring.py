@@ -21,6 +21,7 @@ class UtteranceScore:
     words: int
     char_errors: int
     chars: int
+    speaker: str | None = None
 
 
 @dataclass
@@ -33,7 +34,7 @@ class ErrorRates:
     def skip(self, key: str, reason: str) -> None:
         self.skipped.append((key, reason))
 
-    def add(self, key: str, reference: str, hypothesis: str) -> UtteranceScore:
+    def add(self, key: str, reference: str, hypothesis: str, speaker: str | None = None) -> UtteranceScore:
         ref_words, hyp_words = reference.split(), hypothesis.split()
         ref_chars, hyp_chars = " ".join(ref_words), " ".join(hyp_words)
         score = UtteranceScore(
@@ -44,6 +45,7 @@ class ErrorRates:
             len(ref_words),
             edit_distance(ref_chars, hyp_chars),
             len(ref_chars),
+            speaker,
         )
         self.utterances.append(score)
         return score
@@ -56,6 +58,14 @@ class ErrorRates:
     def cer(self) -> float:
         return _percent(sum(u.char_errors for u in self.utterances), sum(u.chars for u in self.utterances))
 
+    def by_speaker(self) -> dict[str, ErrorRates]:
+        """The rates of each speaker's utterances (those with a speaker), by speaker name."""
+        groups: dict[str, ErrorRates] = {}
+        for u in self.utterances:
+            if u.speaker is not None:
+                groups.setdefault(u.speaker, ErrorRates()).utterances.append(u)
+        return dict(sorted(groups.items()))
+
     def summary(self) -> str:
         """The contract's final line: ``WER <percent> CER <percent>``."""
         return f"WER {self.wer:.2f} CER {self.cer:.2f}"
@@ -65,17 +75,21 @@ class ErrorRates:
         ordered = sorted(self.utterances, key=lambda u: (-u.word_errors, u.key))
         with atomic_write(path) as f:
             for u in ordered:
-                f.write(json.dumps(u.__dict__, ensure_ascii=False) + "\n")
+                record = {k: v for k, v in u.__dict__.items() if not (k == "speaker" and v is None)}
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
         return Path(path)
 
 
-def score(references: Sequence[str], hypotheses: Sequence[str], keys: Sequence[str] | None = None) -> ErrorRates:
+def score(references: Sequence[str], hypotheses: Sequence[str], keys: Sequence[str] | None = None,
+          speakers: Sequence[str | None] | None = None) -> ErrorRates:
     """Word and character error rates of ``hypotheses`` against ``references`` (both already
-    normalized), utterance by utterance; ``keys`` name the utterances (default: their positions)."""
+    normalized), utterance by utterance; ``keys`` name the utterances (default: their positions),
+    ``speakers`` (optional) their speakers."""
     rates = ErrorRates()
     keys = keys if keys is not None else [str(i) for i in range(len(references))]
-    for key, ref, hyp in zip(keys, references, hypotheses, strict=True):
-        rates.add(key, ref, hyp)
+    speakers = speakers if speakers is not None else [None] * len(references)
+    for key, ref, hyp, speaker in zip(keys, references, hypotheses, speakers, strict=True):
+        rates.add(key, ref, hyp, speaker)
     return rates
 
 

@@ -33,6 +33,7 @@ from asr.long_audio import LONG_AUDIO_SECONDS, OVERLAP_SECONDS, WINDOW_SECONDS, 
 from asr.model import AcousticModel
 from asr.onnx_model import is_onnx
 from asr.scoring import ErrorRates, score
+from asr.speaker_norm import SpeakerNorm
 from asr.tokenizer import Tokenizer
 from asr.transcript import Transcript, WordTiming
 
@@ -118,7 +119,7 @@ class Recognizer:
 
     def recognize(self, utts: Sequence[Utterance], timestamps: bool = False, keep_log_probs: bool = False,
                   speech_edges: bool = True, long_audio: float = LONG_AUDIO_SECONDS, window: float = WINDOW_SECONDS,
-                  overlap: float = OVERLAP_SECONDS, speaker_norm: bool = False) -> Iterator[tuple[int, Transcript]]:
+                  overlap: float = OVERLAP_SECONDS, speaker_norm: bool | str = False) -> Iterator[tuple[int, Transcript]]:
         """(index, transcript) of each utterance as it finishes: those up to ``long_audio`` seconds
         batched together, each longer one in ``window``-second windows overlapping by ``overlap``
         seconds. An unusable input yields a transcript whose ``error`` says why; the others go on.
@@ -128,10 +129,12 @@ class Recognizer:
             keep_log_probs: each transcript of a short utterance keeps its (T', V) log-probabilities.
             speech_edges: word edges moved from the CTC spans to the speech around them
                 (:func:`asr.alignment.refine_edges`).
-            speaker_norm: normalize the utterances of each speaker (``Utterance.speaker``) with
-                the statistics of all of them (:meth:`SpeechDataset.use_speaker_stats`); needs a
-                model with per-utterance normalization. Long inputs keep their own.
+            speaker_norm: normalize each utterance with statistics pooled over its speaker's
+                (:mod:`asr.speaker_norm`): True or "labels", those with its ``Utterance.speaker``;
+                "nearest", those nearest to it in voice, no labels needed. Needs a model with
+                per-utterance normalization. Long inputs keep their own.
         """
+        speaker_norm = SpeakerNorm.parse(speaker_norm)
         if speaker_norm:
             self.extractor.check_speaker_norm()
         short = [i for i, u in enumerate(utts) if u.duration <= long_audio]
@@ -150,7 +153,7 @@ class Recognizer:
                     yield i, Transcript(str(utt.audio_filepath), "", utt.duration, 0.0, error=str(exc))
 
     def evaluate(self, manifest: str | Path | Sequence[Utterance], skip_bad: bool = False,
-                 speaker_norm: bool = False) -> ErrorRates:
+                 speaker_norm: bool | str = False) -> ErrorRates:
         """WER/CER of a manifest (or utterances) against its normalized transcripts. A bad manifest
         line or unusable audio raises, or with ``skip_bad`` is warned about, counted in
         ``skipped`` and left out of the rates. ``speaker_norm``: as in :meth:`recognize`."""
@@ -164,21 +167,22 @@ class Recognizer:
     def score(self, utts: Sequence[Utterance], transcripts: Sequence[Transcript], skip_bad: bool = False) -> ErrorRates:
         """Score ``transcripts`` against the utterances' texts, normalized as the tokenizer does."""
         kept = [(u, t) for u, t in zip(utts, transcripts, strict=True) if t.error is None]
-        rates = score([self.tokenizer.normalize(u.text) for u, _ in kept], [t.text for _, t in kept], [t.key for _, t in kept])
+        rates = score([self.tokenizer.normalize(u.text) for u, _ in kept], [t.text for _, t in kept],
+                      [t.key for _, t in kept], [u.speaker for u, _ in kept])
         for t in transcripts:
             if t.error is not None:
                 rates.skip(t.key, skip_or_raise(t.error, skip_bad))
         return rates
 
     def _batches(self, utts: Sequence[Utterance], keep_log_probs: bool, progress: bool,
-                 speaker_norm: bool = False) -> Iterator[tuple]:
+                 speaker_norm: SpeakerNorm | None = None) -> Iterator[tuple]:
         """(index, n-best, log-probs or None, error or None) per utterance, decoded in batches of
         at most ``max_frames`` padded frames."""
         if not utts:
             return
         dataset = SpeechDataset(list(utts), self.extractor)
         if speaker_norm:
-            dataset.use_speaker_stats()
+            dataset.use_speaker_stats(speaker_norm)
         # one bucket: without shuffling, cutting the length-sorted list greedily pads least, and
         # small inputs still fill whole batches
         sampler = BucketBatchSampler(dataset.num_frames(), max(self.max_frames, max(dataset.num_frames())),

@@ -1,7 +1,8 @@
 # The stages every corpus shares after its own preparation (sourced by recipes/<corpus>/run.sh
 # after stages.sh). The recipe sets: config (conf/<config>.yaml), data (manifest folder), train_set,
 # dev_set, test_sets (manifest names without .jsonl), optionally speaker_sets (test sets whose
-# manifests name each utterance's speaker: also scored with per-speaker normalization); LM_TEXT
+# manifests name each utterance's speaker: also scored with per-speaker normalization, and with
+# normalization pooled over the nearest utterances in voice, which needs no labels); LM_TEXT
 # (environment, optional) replaces the training transcripts as LM text (a text file, one sentence
 # per line, or a manifest).
 
@@ -32,6 +33,9 @@ score_sets() {
   for set in "${speaker_sets[@]}"; do  # each speaker normalized by all their utterances (asr evaluate --speaker-norm)
     score_set "$set" .spk --speaker-norm
     score_set "$set" .spk.lm --speaker-norm --lm "$exp/lm.arpa"
+    # no labels: each utterance with those nearest it in voice (asr evaluate --speaker-norm nearest)
+    score_set "$set" .near --speaker-norm nearest
+    score_set "$set" .near.lm --speaker-norm nearest --lm "$exp/lm.arpa"
   done
 }
 
@@ -52,6 +56,8 @@ print_results() {
   for set in "${speaker_sets[@]}"; do
     result_line "$set per-speaker normalization, greedy" "$set.spk"
     result_line "$set per-speaker normalization, beam + LM" "$set.spk.lm"
+    result_line "$set nearest-voice normalization (no labels), greedy" "$set.near"
+    result_line "$set nearest-voice normalization (no labels), beam + LM" "$set.near.lm"
   done
 }
 

@@ -91,6 +91,24 @@ def test_synth_recipe_trains_a_few_steps(tmp_path):
     assert (tmp_path / "recipes" / "synth" / "exp" / "model.pt").is_file()
 
 
+def test_fsdd_fine_tune_recipe_scores_theo_with_and_without_speaker_labels(tmp_path):
+    if not (FSDD / "recordings").is_dir() or shutil.which("espeak-ng") is None:
+        pytest.skip(f"needs espeak-ng and the real speech data at {FSDD}")
+    assert run_recipe(tmp_path, "synth", "--stop-stage", "1", *FEW_STEPS, env={"SYNTH_SIZE": "20"}).returncode == 0
+    init = tmp_path / "recipes" / "synth" / "exp" / "model.pt"
+    env = {"FSDD_DIR": str(FSDD), "FSDD_SPLIT": "speaker", "FSDD_SIZE": "10", "FSDD_INIT": str(init)}
+    done = run_recipe(tmp_path, "fsdd", *FEW_STEPS, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    exp = tmp_path / "recipes" / "fsdd" / "exp-speaker-ft"
+    for set_name in ("isolated_test", "connected_test"):
+        for variant in ("", ".lm", ".spk", ".spk.lm", ".near", ".near.lm"):
+            summary = (exp / f"{set_name}{variant}.wer").read_text().splitlines()
+            assert summary[-1].startswith("WER ") and (exp / f"{set_name}{variant}.errors.jsonl").is_file()
+            if set_name == "isolated_test":
+                assert summary[0] == "isolated_test.jsonl: 500 utterances, 500 words"  # every clip of theo
+    assert "isolated_test nearest-voice normalization (no labels), beam + LM: WER" in done.stdout
+
+
 @pytest.mark.parametrize("name, make, env, manifests", [
     ("an4", lambda d: make_an4_cmu(d), "AN4_DIR", {"train": 2, "dev": 0, "test": 1}),
     ("librispeech", lambda d: make_librispeech(d, {s: [("84", "100", ["HELLO"])] for s in ("train-clean-5", "dev-clean-2")}),

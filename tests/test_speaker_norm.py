@@ -56,7 +56,7 @@ def test_each_speaker_is_normalized_by_all_their_utterances(two_speakers):
     extractor = utterance_extractor()
     dataset = SpeechDataset(two_speakers, extractor)
     dataset.use_speaker_stats()
-    assert sorted(dataset.speaker_stats) == ["en-gb-x-rp", "en-us"]
+    assert sorted(dataset.norm_stats) == list(range(len(two_speakers) - 1))  # the last has no speaker
     for speaker in ("en-us", "en-gb-x-rp"):
         own = [u for u in two_speakers if u.speaker == speaker]
         mean, std = pooled(extractor, own)
@@ -153,3 +153,85 @@ def test_transcribe_speaker_norm_treats_the_inputs_as_one_speaker(tmp_path, two_
     assert texts == [t.text for t in recognizer.recognize_all(one, speaker_norm=True)]
     alone = run_cli("transcribe", str(path), *files, "--format", "json")
     assert [json.loads(line)["text"] for line in alone.stdout.splitlines()] != texts  # each by itself: other outputs
+
+
+# ---- no labels: each utterance pools with the nearest in voice ------------------------------
+
+
+def test_nearest_pools_start_with_the_utterance_and_hold_the_asked_frames():
+    from asr.speaker_norm import FrameSums, pool_by_nearest
+
+    generator = torch.Generator().manual_seed(0)
+    # two channels 6 units apart in every band; 300 utterances so that rows span two blocks
+    features = [torch.randn(int(frames), 4, generator=generator) + 6.0 * (i % 2)
+                for i, frames in enumerate(torch.randint(20, 60, (300,), generator=generator))]
+    sums = FrameSums.of(features)
+    pools = pool_by_nearest(sums, frames=500)
+    for index, pool in enumerate(pools):
+        assert pool[0] == index and len(set(pool.tolist())) == len(pool)
+        assert {int(j) % 2 for j in pool} == {index % 2}  # only its own channel
+        held = sums.count[pool].cumsum(0)
+        assert held[-1] >= 500 and (len(pool) == 1 or held[-2] < 500)  # just enough, not more
+    everything = pool_by_nearest(sums, frames=1e9)
+    assert all(sorted(pool.tolist()) == list(range(300)) for pool in everything)
+    mean, std = sums.pooled(pools[0])
+    frames = torch.cat([features[int(j)] for j in pools[0]]).double()
+    assert torch.allclose(mean, frames.mean(0).float(), atol=1e-5)
+    assert torch.allclose(std, frames.std(0, unbiased=False).float(), atol=1e-5)
+
+
+def test_nearest_pools_on_real_speakers_are_their_own_voice(fsdd_dir):
+    from asr.speaker_norm import FrameSums, pool_by_nearest
+
+    extractor = utterance_extractor()
+    clips = [(speaker, fsdd_dir / "recordings" / f"{digit}_{speaker}_{take}.wav")
+             for speaker in ("nicolas", "theo") for digit in range(10) for take in range(5)]
+    sums = FrameSums.of(extractor.log_mel(load_audio(path, 16000)) for _, path in clips)
+    pools = pool_by_nearest(sums, frames=500)  # 5 s: about 13 clips of the 50 per speaker, all ten digits
+    shares = [sum(clips[j][0] == clips[i][0] for j in pool.tolist()) / len(pool) for i, pool in enumerate(pools)]
+    assert sum(shares) / len(shares) > 0.95  # a random pool would hold 50 % of the utterance's speaker
+
+
+def test_dataset_nearest_normalization_between_its_extremes(two_speakers):
+    from asr.speaker_norm import SpeakerNorm
+
+    extractor = utterance_extractor()
+    dataset = SpeechDataset(two_speakers, extractor)
+    dataset.use_speaker_stats(SpeakerNorm.nearest, seconds=0.0)  # a pool of itself alone: its own statistics
+    assert sorted(dataset.norm_stats) == list(range(len(two_speakers)))  # labels or not
+    for index, utt in enumerate(two_speakers):
+        assert torch.allclose(dataset[index].features, extractor(load_audio(utt.audio_filepath, 16000)), atol=1e-4)
+    dataset.use_speaker_stats(SpeakerNorm.nearest, seconds=3600.0)  # more than all of them: one pool
+    mean, std = pooled(extractor, two_speakers)
+    for index, utt in enumerate(two_speakers):
+        expected = (extractor.log_mel(load_audio(utt.audio_filepath, 16000)) - mean) / std
+        assert torch.allclose(dataset[index].features, expected, atol=1e-4)
+
+
+def test_evaluate_speaker_norm_nearest_from_the_cli_and_a_bad_mode(tmp_path, two_speakers):
+    from asr.checkpoint import inference_state, save_checkpoint
+    from conftest import run_cli
+
+    torch.manual_seed(0)
+    tokenizer = CharTokenizer(sorted("onesvthr "), TextNormalization())
+    model = AcousticModel(ModelConfig(num_layers=1, hidden_size=16), 80, tokenizer.vocab_size).eval()
+    extractor = utterance_extractor()
+    path = save_checkpoint(inference_state(model, extractor, tokenizer), tmp_path / "model.pt")
+    manifest = write_manifest(tmp_path / "m.jsonl", two_speakers)
+    done = run_cli("evaluate", str(path), str(manifest), "--speaker-norm", "nearest", "--report", str(tmp_path / "r.jsonl"))
+    assert done.returncode == 0, done.stderr
+    recognizer = Recognizer(model, extractor, tokenizer, "cpu")
+    rates = recognizer.evaluate(two_speakers, speaker_norm="nearest")
+    lines = done.stdout.splitlines()  # each labelled speaker's own rates, then all of them
+    for speaker, own in (("en-gb-x-rp", rates.by_speaker()["en-gb-x-rp"]), ("en-us", rates.by_speaker()["en-us"])):
+        assert f"speaker {speaker}: 3 utterances, {own.summary()}" in lines
+    assert lines[-1] == rates.summary() and len(rates.utterances) == 7
+    expected = recognizer.recognize_all(two_speakers, speaker_norm="nearest")
+    report = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert {r["key"]: r["hypothesis"] for r in report} == {t.key: t.text for t in expected}
+    own = recognizer.recognize_all(two_speakers)
+    assert [t.text for t in own] != [t.text for t in expected]  # pooled statistics change the outputs
+    bad = run_cli("evaluate", str(path), str(manifest), "--speaker-norm", "nearby")
+    assert bad.returncode == 2 and "invalid choice: 'nearby'" in bad.stderr
+    with pytest.raises(ConfigError, match=r"speaker normalization 'nearby': use one of \['labels', 'nearest'\]"):
+        recognizer.evaluate(two_speakers, speaker_norm="nearby")

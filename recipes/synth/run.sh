@@ -10,7 +10,8 @@
 # Stage 3 also scores real people saying digits when the Free Spoken Digit Dataset is beside the
 # project (FSDD_DIR, default ../shared/data/fsdd): all its clips, voices the model never heard
 # (exp/fsdd_clips[.lm].wer), and again with each speaker's clips normalized by the statistics of all
-# of them (exp/fsdd_clips.spk[.lm].wer); they never enter training.
+# of them (exp/fsdd_clips.spk[.lm].wer), and with the clips nearest in voice, no labels needed
+# (exp/fsdd_clips.near[.lm].wer); they never enter training.
 # Environment: SYNTH_SIZE (utterances to generate, default 3000); SYNTH_CONFIG (the conf/ file to
 # train with, default synth; synth_stream trains chunk-aware for `asr stream`, use a fresh exp/).
 set -euo pipefail
@@ -46,13 +47,15 @@ run_stage 2 lm language_model
 run_stage 3 score score_sets
 run_stage 4 example example
 run_stage 5 charlm charlm
-echo "held-out-voice test set, greedy: $(tail -n 1 exp/test.wer 2>/dev/null || echo 'not scored yet')"
-echo "held-out-voice test set, beam + LM: $(tail -n 1 exp/test.lm.wer 2>/dev/null || echo 'not scored yet')"
+result_line "held-out-voice test set, greedy" test
+result_line "held-out-voice test set, beam + LM" test.lm
 if [ -f exp/fsdd_clips.wer ]; then
-  echo "real people saying digits (FSDD, never heard), greedy: $(tail -n 1 exp/fsdd_clips.wer)"
-  echo "real people saying digits (FSDD, never heard), beam + LM: $(tail -n 1 exp/fsdd_clips.lm.wer)"
-  echo "the same, each speaker normalized by all their clips, greedy: $(tail -n 1 exp/fsdd_clips.spk.wer 2>/dev/null || echo 'not scored yet')"
-  echo "the same, each speaker normalized by all their clips, beam + LM: $(tail -n 1 exp/fsdd_clips.spk.lm.wer 2>/dev/null || echo 'not scored yet')"
+  result_line "real people saying digits (FSDD, never heard), greedy" fsdd_clips
+  result_line "real people saying digits (FSDD, never heard), beam + LM" fsdd_clips.lm
+  result_line "the same, each speaker normalized by all their clips, greedy" fsdd_clips.spk
+  result_line "the same, each speaker normalized by all their clips, beam + LM" fsdd_clips.spk.lm
+  result_line "the same, each clip normalized with the clips nearest it in voice (no labels), greedy" fsdd_clips.near
+  result_line "the same, each clip normalized with the clips nearest it in voice (no labels), beam + LM" fsdd_clips.near.lm
 fi
 [ -f exp/test.charlm.wer ] && echo "held-out-voice test set, beam + char-RNN LM: $(tail -n 1 exp/test.charlm.wer)"
 true
