@@ -64,7 +64,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     writer, interrupted = TranscriptWriter(utts, fmt, args.output_dir), False
     try:
         for index, transcript in recognizer.recognize(utts, timestamps=fmt is not OutputFormat.txt,
-                                                      speaker_norm=args.speaker_norm):
+                                                      speaker_norm=args.speaker_norm, pool_seconds=args.pool_seconds):
             if transcript.error is None:
                 writer.finished(index, transcript)
             elif total == 1:
@@ -183,7 +183,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from asr.transcribe import Recognizer
 
     recognizer = Recognizer.load(args.model, device=args.device, options=decoding_options(args))
-    rates = recognizer.evaluate(args.manifest, skip_bad=args.skip_bad, speaker_norm=args.speaker_norm)
+    rates = recognizer.evaluate(args.manifest, skip_bad=args.skip_bad, speaker_norm=args.speaker_norm,
+                                pool_seconds=args.pool_seconds)
     if args.report:
         rates.write_report(args.report)
         log.info("per-utterance errors: %s", args.report)

@@ -47,7 +47,9 @@ def add_transcribe(sub: argparse._SubParsersAction) -> None:
                    help="normalize each input with statistics pooled over its speaker's inputs, not its own alone "
                    "(models with per-utterance normalization). labels (the default): the inputs are one speaker, "
                    "unless a manifest's 'speaker' fields say otherwise; nearest: no labels, each input pools with the "
-                   f"inputs nearest to it in voice, {POOL_SECONDS:.0f} s of audio in all")
+                   "inputs nearest to it in voice, --pool-seconds of audio in all")
+    p.add_argument("--pool-seconds", type=float, default=POOL_SECONDS, metavar="S",
+                   help="with --speaker-norm nearest: the audio each utterance's pool holds (default %(default)g)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_decoding_arguments(p)
     p.set_defaults(handler="transcribe")
@@ -138,7 +140,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="normalize each utterance with statistics pooled over its speaker's, not its own alone "
                    "(models with per-utterance normalization). labels (the default): the utterances with its "
                    "'speaker' field; nearest: no labels, the utterances nearest to it in voice, "
-                   f"{POOL_SECONDS:.0f} s of audio in all")
+                   "--pool-seconds of audio in all")
+    p.add_argument("--pool-seconds", type=float, default=POOL_SECONDS, metavar="S",
+                   help="with --speaker-norm nearest: the audio each utterance's pool holds (default %(default)g)")
     p.add_argument("--device", default="auto")
     add_decoding_arguments(p)
     p.set_defaults(handler="evaluate")

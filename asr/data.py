@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from asr.audio import load_audio
 from asr.atomic import atomic_write
-from asr.errors import AudioError, ManifestError
+from asr.errors import AudioError, ConfigError, ManifestError
 from asr.augment import AugmentConfig, WaveformAugmenter, spec_augment
 from asr.features import FeatureExtractor
 from asr.speaker_norm import POOL_SECONDS, FrameSums, SpeakerNorm, pool_by_label, pool_by_nearest
@@ -226,6 +226,8 @@ class SpeechDataset(Dataset):
         itself alone (:mod:`asr.speaker_norm`): those with its speaker label, or (``nearest``)
         those nearest to it in voice, ``seconds`` of audio in all. Utterances without a label
         (``labels``), and unreadable ones, keep their own statistics."""
+        if not seconds >= 0:
+            raise ConfigError(f"speaker normalization: a pool of {seconds} s of audio; it must be 0 or more")
         wanted = [i for i, u in enumerate(self.utterances) if mode is SpeakerNorm.nearest or u.speaker is not None]
         readable: list[int] = []
         sums = FrameSums.of(self._readable_log_mels(wanted, readable))

@@ -33,7 +33,7 @@ from asr.long_audio import LONG_AUDIO_SECONDS, OVERLAP_SECONDS, WINDOW_SECONDS, 
 from asr.model import AcousticModel
 from asr.onnx_model import is_onnx
 from asr.scoring import ErrorRates, score
-from asr.speaker_norm import SpeakerNorm
+from asr.speaker_norm import POOL_SECONDS, SpeakerNorm
 from asr.tokenizer import Tokenizer
 from asr.transcript import Transcript, WordTiming
 
@@ -119,7 +119,8 @@ class Recognizer:
 
     def recognize(self, utts: Sequence[Utterance], timestamps: bool = False, keep_log_probs: bool = False,
                   speech_edges: bool = True, long_audio: float = LONG_AUDIO_SECONDS, window: float = WINDOW_SECONDS,
-                  overlap: float = OVERLAP_SECONDS, speaker_norm: bool | str = False) -> Iterator[tuple[int, Transcript]]:
+                  overlap: float = OVERLAP_SECONDS, speaker_norm: bool | str = False,
+                  pool_seconds: float = POOL_SECONDS) -> Iterator[tuple[int, Transcript]]:
         """(index, transcript) of each utterance as it finishes: those up to ``long_audio`` seconds
         batched together, each longer one in ``window``-second windows overlapping by ``overlap``
         seconds. An unusable input yields a transcript whose ``error`` says why; the others go on.
@@ -131,15 +132,16 @@ class Recognizer:
                 (:func:`asr.alignment.refine_edges`).
             speaker_norm: normalize each utterance with statistics pooled over its speaker's
                 (:mod:`asr.speaker_norm`): True or "labels", those with its ``Utterance.speaker``;
-                "nearest", those nearest to it in voice, no labels needed. Needs a model with
-                per-utterance normalization. Long inputs keep their own.
+                "nearest", those nearest to it in voice, no labels needed, ``pool_seconds`` of
+                audio in all. Needs a model with per-utterance normalization. Long inputs keep
+                their own.
         """
         speaker_norm = SpeakerNorm.parse(speaker_norm)
         if speaker_norm:
             self.extractor.check_speaker_norm()
         short = [i for i, u in enumerate(utts) if u.duration <= long_audio]
         batches = self._batches([utts[i] for i in short], timestamps or keep_log_probs, progress=len(utts) > 1,
-                                speaker_norm=speaker_norm)
+                                speaker_norm=speaker_norm, pool_seconds=pool_seconds)
         for position, transcript in self._transcripts(batches, [utts[i] for i in short], timestamps, speech_edges):
             if not keep_log_probs:
                 transcript = dataclasses.replace(transcript, log_probs=None)
@@ -153,13 +155,13 @@ class Recognizer:
                     yield i, Transcript(str(utt.audio_filepath), "", utt.duration, 0.0, error=str(exc))
 
     def evaluate(self, manifest: str | Path | Sequence[Utterance], skip_bad: bool = False,
-                 speaker_norm: bool | str = False) -> ErrorRates:
+                 speaker_norm: bool | str = False, pool_seconds: float = POOL_SECONDS) -> ErrorRates:
         """WER/CER of a manifest (or utterances) against its normalized transcripts. A bad manifest
         line or unusable audio raises, or with ``skip_bad`` is warned about, counted in
-        ``skipped`` and left out of the rates. ``speaker_norm``: as in :meth:`recognize`."""
+        ``skipped`` and left out of the rates. ``speaker_norm``, ``pool_seconds``: as in :meth:`recognize`."""
         problems: list[str] | None = [] if skip_bad else None
         utts = read_manifest(manifest, problems=problems) if isinstance(manifest, (str, Path)) else list(manifest)
-        rates = self.score(utts, self.recognize_all(utts, speaker_norm=speaker_norm), skip_bad)
+        rates = self.score(utts, self.recognize_all(utts, speaker_norm=speaker_norm, pool_seconds=pool_seconds), skip_bad)
         for line in problems or []:
             rates.skip(str(manifest), line)
         return rates
@@ -175,14 +177,14 @@ class Recognizer:
         return rates
 
     def _batches(self, utts: Sequence[Utterance], keep_log_probs: bool, progress: bool,
-                 speaker_norm: SpeakerNorm | None = None) -> Iterator[tuple]:
+                 speaker_norm: SpeakerNorm | None = None, pool_seconds: float = POOL_SECONDS) -> Iterator[tuple]:
         """(index, n-best, log-probs or None, error or None) per utterance, decoded in batches of
         at most ``max_frames`` padded frames."""
         if not utts:
             return
         dataset = SpeechDataset(list(utts), self.extractor)
         if speaker_norm:
-            dataset.use_speaker_stats(speaker_norm)
+            dataset.use_speaker_stats(speaker_norm, pool_seconds)
         # one bucket: without shuffling, cutting the length-sorted list greedily pads least, and
         # small inputs still fill whole batches
         sampler = BucketBatchSampler(dataset.num_frames(), max(self.max_frames, max(dataset.num_frames())),

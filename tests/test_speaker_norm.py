@@ -235,3 +235,8 @@ def test_evaluate_speaker_norm_nearest_from_the_cli_and_a_bad_mode(tmp_path, two
     assert bad.returncode == 2 and "invalid choice: 'nearby'" in bad.stderr
     with pytest.raises(ConfigError, match=r"speaker normalization 'nearby': use one of \['labels', 'nearest'\]"):
         recognizer.evaluate(two_speakers, speaker_norm="nearby")
+    with pytest.raises(ConfigError, match=r"a pool of -1.0 s of audio; it must be 0 or more"):
+        recognizer.evaluate(two_speakers, speaker_norm="nearest", pool_seconds=-1.0)
+    short = run_cli("evaluate", str(path), str(manifest), "--speaker-norm", "nearest", "--pool-seconds", "0")
+    own = recognizer.evaluate(two_speakers)  # a pool of the utterance alone: its own statistics
+    assert short.returncode == 0 and short.stdout.splitlines()[-1] == own.summary()
