@@ -74,10 +74,6 @@ class DataConfig:
     num_workers: int = 1
     max_duration: float = 30.0  # longer training utterances are dropped with a warning
     stats_utterances: int = 2000  # utterances used for the global normalization statistics
-    # share of training utterances normalized with their speaker's pooled statistics (the manifest's
-    # 'speaker' field), moved as augmentation moved the utterance, instead of their own: a model
-    # that also meets the features of test-time `--speaker-norm` (features.normalization=utterance)
-    speaker_norm_share: float = 0.0
     # a bad manifest line or unreadable audio file is skipped with a warning and counted, instead of
     # stopping the run
     skip_bad: bool = True

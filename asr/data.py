@@ -23,7 +23,7 @@ from asr.atomic import atomic_write
 from asr.errors import AudioError, ConfigError, ManifestError
 from asr.augment import AugmentConfig, WaveformAugmenter, spec_augment
 from asr.features import FeatureExtractor
-from asr.speaker_norm import POOL_SECONDS, FrameSums, SpeakerNorm, augmented_stats, pool_by_label, pool_by_nearest
+from asr.speaker_norm import POOL_SECONDS, FrameSums, SpeakerNorm, pool_by_label, pool_by_nearest
 from asr.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,6 @@ class SpeechDataset(Dataset):
         self.extractor = extractor
         self.seed = seed
         self.norm_stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # (mean, std) replacing an utterance's own
-        self.speaker_share = 1.0  # of augmented items normalized with ``norm_stats``
         self.use_augment(augment)
         self.targets = [
             torch.tensor(tokenizer.encode(u.text) if tokenizer else [], dtype=torch.long) for u in self.utterances
@@ -218,26 +217,17 @@ class SpeechDataset(Dataset):
             features = self.extractor.normalize(self.extractor.log_mel(waveform), self.norm_stats.get(index))
             return Example(features, self.targets[index], index)
         generator = torch.Generator().manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
-        augmented, warp = self.augmenter(waveform, generator, epoch)
-        feats = self.extractor.log_mel(augmented, warp)
-        stats = self.norm_stats.get(index)
-        if stats is not None and torch.rand((), generator=generator) < self.speaker_share:
-            stats = augmented_stats(stats, feats, self.extractor.log_mel(waveform))
-        else:
-            stats = None  # the augmented utterance's own
-        features = spec_augment(self.extractor.normalize(feats, stats), self.augment, generator)
+        waveform, warp = self.augmenter(waveform, generator, epoch)
+        features = spec_augment(self.extractor(waveform, warp), self.augment, generator)
         return Example(features, self.targets[index], index)
 
-    def use_speaker_stats(self, mode: SpeakerNorm = SpeakerNorm.labels, seconds: float = POOL_SECONDS,
-                          share: float = 1.0) -> None:
+    def use_speaker_stats(self, mode: SpeakerNorm = SpeakerNorm.labels, seconds: float = POOL_SECONDS) -> None:
         """Normalize each utterance with statistics pooled over its speaker's utterances, not over
         itself alone (:mod:`asr.speaker_norm`): those with its speaker label, or (``nearest``)
         those nearest to it in voice, ``seconds`` of audio in all. Utterances without a label
-        (``labels``), and unreadable ones, keep their own statistics. Augmented (training) items:
-        only a random ``share`` of them, with the statistics moved as augmentation moved the item's."""
+        (``labels``), and unreadable ones, keep their own statistics."""
         if not seconds >= 0:
             raise ConfigError(f"speaker normalization: a pool of {seconds} s of audio; it must be 0 or more")
-        self.speaker_share = share
         wanted = [i for i, u in enumerate(self.utterances) if mode is SpeakerNorm.nearest or u.speaker is not None]
         readable: list[int] = []
         sums = FrameSums.of(self._readable_log_mels(wanted, readable))

@@ -107,20 +107,3 @@ def pool_by_nearest(sums: FrameSums, frames: float) -> list[torch.Tensor]:
         sizes = (held < frames).sum(dim=1) + 1  # up to and including the one that reaches ``frames``
         pools += [row[: min(int(size), len(row))] for row, size in zip(order, sizes)]
     return pools
-
-
-def augmented_stats(stats: tuple[torch.Tensor, torch.Tensor], augmented: torch.Tensor,
-                    clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A speaker's (mean, std), each (F,), moved as augmentation moved one of their utterances
-    ((frames, F) log-mels ``augmented`` and ``clean``): as if every utterance of the speaker had
-    passed through the same channel and gain. The utterance then keeps what sets it apart from
-    the speaker's other words, as pooled statistics keep it at test time. The move is measured
-    on the louder half of each utterance's frames: silence added at the edges, or digital
-    silence that a gain cannot move, would otherwise pull it toward zero."""
-    return stats[0] + _loud_mean(augmented) - _loud_mean(clean), stats[1]
-
-
-def _loud_mean(feats: torch.Tensor) -> torch.Tensor:
-    """(frames, F) -> (F,): the mean of the louder half of the frames (by their total energy)."""
-    louder = feats.logsumexp(dim=1).topk(max(1, feats.shape[0] // 2)).indices
-    return feats[louder].mean(0)

@@ -26,7 +26,6 @@ from asr.errors import AudioError, CheckpointError, ConfigError, TrainingError
 from asr.features import FeatureConfig, FeatureExtractor, feature_stats
 from asr.kernels import compile_non_recurrent
 from asr.model import AcousticModel
-from asr.speaker_norm import SpeakerNorm
 from asr.stop import ignore_sigint
 from asr.tokenizer import Tokenizer, tokenizer_from_dict, train_tokenizer
 from asr.train_state import TrainState, restore_rng_state, rng_state
@@ -103,8 +102,6 @@ def build_run(cfg: TrainConfig, out_dir: Path, dist: Distributed) -> Run:
     check_same_on_all_ranks((len(train_utts), round(sum(u.duration for u in train_utts), 3), len(dev_utts)),
                             "the training and dev utterances (count, seconds, dev count)", dist)
     train_set = SpeechDataset(train_utts, extractor, tokenizer, cfg.augment, cfg.trainer.seed)
-    if cfg.data.speaker_norm_share != 0:
-        use_training_speaker_stats(train_set, cfg.data)
     recognizer = Recognizer(model, extractor, tokenizer, str(device), cfg.decode, amp_dtype,
                             max_frames=cfg.data.max_frames_per_batch)
     sampler = BucketBatchSampler(train_set.num_frames(), cfg.data.max_frames_per_batch, cfg.data.num_buckets, True,
@@ -248,18 +245,6 @@ def load_initial_weights(model: AcousticModel, state: dict, path: str) -> None:
         differ = [f"model.{k}={ours[k]!r} (the checkpoint has {theirs[k]!r})" for k in ours if k in theirs and theirs[k] != ours[k]]
         detail = ", ".join(differ) or str(exc).strip().splitlines()[-1].strip()
         raise ConfigError(f"trainer.init_from={path}: its weights do not fit the model config: {detail}") from None
-
-
-def use_training_speaker_stats(train_set: SpeechDataset, data: DataConfig) -> None:
-    """``data.speaker_norm_share`` of the training items normalized with their speaker's statistics."""
-    if not 0 < data.speaker_norm_share <= 1:
-        raise ConfigError(f"data.speaker_norm_share={data.speaker_norm_share}: must be in (0, 1]")
-    train_set.extractor.check_speaker_norm()
-    if not any(u.speaker for u in train_set.utterances):
-        raise ConfigError(f"data.speaker_norm_share needs 'speaker' fields in {data.train_manifest}; it has none")
-    train_set.use_speaker_stats(SpeakerNorm.labels, share=data.speaker_norm_share)
-    log.info("speaker statistics for %d of %d training utterances (%d speakers)", len(train_set.norm_stats),
-             len(train_set), len({u.speaker for u in train_set.utterances if u.speaker}))
 
 
 def shared_tokenizer(cfg: TrainConfig, start: dict | None, utts: list[Utterance], dist: Distributed) -> Tokenizer:

@@ -1,7 +1,6 @@
 """Per-speaker normalization: utterances of one speaker share the statistics of all of them."""
 
 import json
-import math
 
 import pytest
 import torch
@@ -241,58 +240,3 @@ def test_evaluate_speaker_norm_nearest_from_the_cli_and_a_bad_mode(tmp_path, two
     short = run_cli("evaluate", str(path), str(manifest), "--speaker-norm", "nearest", "--pool-seconds", "0")
     own = recognizer.evaluate(two_speakers)  # a pool of the utterance alone: its own statistics
     assert short.returncode == 0 and short.stdout.splitlines()[-1] == own.summary()
-
-
-# ---- training with speaker statistics -------------------------------------------------------
-
-
-def test_speaker_statistics_follow_a_gain_so_the_normalized_features_do_not_change(two_speakers):
-    from asr.speaker_norm import augmented_stats
-
-    extractor = utterance_extractor()
-    own = [u for u in two_speakers if u.speaker == "en-us"]
-    stats = pooled(extractor, own)
-    waveform = load_audio(own[0].audio_filepath, 16000)  # a room's noise floor instead of digital silence:
-    waveform = waveform + 1e-2 * torch.randn(waveform.shape, generator=torch.Generator().manual_seed(0))
-    clean = extractor.log_mel(waveform)
-    louder = extractor.log_mel(4 * waveform)  # 12 dB up: every log-mel bin rises by ln(16)
-    moved = augmented_stats(stats, louder, clean)
-    assert abs(float((moved[0] - stats[0]).median()) - math.log(16)) < 0.02
-    assert torch.equal(moved[1], stats[1])
-    assert torch.allclose(extractor.normalize(louder, moved), extractor.normalize(clean, stats), atol=0.02)
-    # and what the speaker's statistics keep: not the utterance's own normalization
-    assert not torch.allclose(extractor.normalize(clean, stats), extractor.normalize(clean), atol=0.1)
-
-
-def test_training_items_with_a_random_gain_keep_their_speakers_normalization(two_speakers):
-    from asr.augment import AugmentConfig
-
-    extractor = utterance_extractor()
-    gain_only = AugmentConfig(speed_factors=[1.0], gain_prob=1.0, gain_db=12.0, freq_masks=0, time_masks=0)
-    speakers = two_speakers[:-1]
-    dataset = SpeechDataset(speakers, extractor, augment=gain_only, seed=3)
-    plain = [dataset[i].features for i in range(len(speakers))]  # each augmented item by its own statistics
-    dataset.use_speaker_stats(share=1.0)
-    for speaker in ("en-us", "en-gb-x-rp"):
-        mean, std = pooled(extractor, [u for u in speakers if u.speaker == speaker])
-        for index, utt in enumerate(speakers):
-            if utt.speaker == speaker:
-                raw = extractor.log_mel(load_audio(utt.audio_filepath, 16000))
-                item = dataset[(index, 0)].features
-                loud = raw > -6  # far above log's floor (1e-6), which a gain does not move
-                assert loud.float().mean() > 0.3
-                assert torch.allclose(item[loud], ((raw - mean) / std)[loud], atol=0.05)
-                assert not torch.allclose(item, plain[index], atol=0.1)
-    dataset.use_speaker_stats(share=0.0)  # none of them: as before, draw for draw
-    assert all(torch.equal(dataset[i].features, plain[i]) for i in range(len(speakers)))
-
-
-def test_training_with_speaker_statistics_needs_speaker_fields(tmp_path, two_speakers):
-    from asr.config import DataConfig
-    from asr.train_build import use_training_speaker_stats
-
-    unlabelled = SpeechDataset([Utterance(u.audio_filepath, u.duration, u.text) for u in two_speakers], utterance_extractor())
-    with pytest.raises(ConfigError, match=r"data.speaker_norm_share needs 'speaker' fields in train.jsonl; it has none"):
-        use_training_speaker_stats(unlabelled, DataConfig("train.jsonl", "dev.jsonl", speaker_norm_share=0.5))
-    with pytest.raises(ConfigError, match=r"data.speaker_norm_share=1.5: must be in \(0, 1\]"):
-        use_training_speaker_stats(unlabelled, DataConfig("train.jsonl", "dev.jsonl", speaker_norm_share=1.5))
