@@ -63,6 +63,9 @@ class FrameSums(NamedTuple):
             sums.append(x.sum(0))
             squares.append((x * x).sum(0))
             counts.append(x.shape[0])
+        if not counts:  # none: no utterance to pool
+            empty = torch.zeros(0, 0, dtype=torch.float64)
+            return cls(empty, empty, torch.zeros(0, dtype=torch.float64))
         return cls(torch.stack(sums), torch.stack(squares), torch.tensor(counts, dtype=torch.float64))
 
     def pooled(self, members: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

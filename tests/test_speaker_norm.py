@@ -87,6 +87,22 @@ def test_recognizer_batches_agree_with_each_speaker_alone(two_speakers):
     assert torch.allclose(together[-1].log_probs, plain[-1].log_probs, atol=1e-5)
 
 
+def test_speaker_norm_without_any_speaker_or_readable_audio_keeps_each_utterances_own(tmp_path, two_speakers):
+    from asr.speaker_norm import SpeakerNorm
+
+    extractor = utterance_extractor()
+    unlabelled = [Utterance(u.audio_filepath, u.duration, u.text) for u in two_speakers]
+    dataset = SpeechDataset(unlabelled, extractor)
+    dataset.use_speaker_stats(SpeakerNorm.labels)  # no labels at all: nothing to pool
+    assert dataset.norm_stats == {}
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not audio")
+    dataset = SpeechDataset([Utterance(broken, 1.0, "one", speaker="x")], extractor)
+    for mode in SpeakerNorm:
+        dataset.use_speaker_stats(mode)
+        assert dataset.norm_stats == {}  # unreadable: reported when the utterance itself is read
+
+
 def test_a_globally_normalized_model_refuses_speaker_normalization(two_speakers):
     tokenizer = CharTokenizer(sorted("one "), TextNormalization())
     model = AcousticModel(ModelConfig(num_layers=1, hidden_size=8), 80, tokenizer.vocab_size)
