@@ -169,6 +169,11 @@ def test_transcribe_speaker_norm_treats_the_inputs_as_one_speaker(tmp_path, two_
     assert texts == [t.text for t in recognizer.recognize_all(one, speaker_norm=True)]
     alone = run_cli("transcribe", str(path), *files, "--format", "json")
     assert [json.loads(line)["text"] for line in alone.stdout.splitlines()] != texts  # each by itself: other outputs
+    nearest = run_cli("transcribe", str(path), *files, "--speaker-norm", "nearest", "--pool-seconds", "1", "--format", "json")
+    assert nearest.returncode == 0, nearest.stderr
+    unlabelled = [Utterance(u.audio_filepath, u.duration, "") for u in two_speakers[:3]]
+    expected = recognizer.recognize_all(unlabelled, speaker_norm="nearest", pool_seconds=1.0)
+    assert [json.loads(line)["text"] for line in nearest.stdout.splitlines()] == [t.text for t in expected]
 
 
 # ---- no labels: each utterance pools with the nearest in voice ------------------------------
