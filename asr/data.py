@@ -23,7 +23,7 @@ from asr.atomic import atomic_write
 from asr.errors import AudioError, ConfigError, ManifestError
 from asr.augment import AugmentConfig, WaveformAugmenter, spec_augment
 from asr.features import FeatureExtractor
-from asr.speaker_norm import POOL_SECONDS, FrameSums, SpeakerNorm, pool_by_label, pool_by_nearest
+from asr.speaker_norm import POOL_SECONDS, FrameSums, SpeakerNorm, pool_by_label, pool_by_nearest, pooled_stats
 from asr.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,8 @@ class SpeechDataset(Dataset):
             pools = pool_by_label([self.utterances[i].speaker for i in readable], sums)
         else:
             pools = pool_by_nearest(sums, seconds * 1000 / self.extractor.cfg.hop_ms)
-        self.norm_stats = {index: sums.pooled(pool) for index, pool in zip(readable, pools) if pool is not None}
+        stats = pooled_stats(sums, pools)
+        self.norm_stats = {index: own for index, own in zip(readable, stats) if own is not None}
 
     def _readable_log_mels(self, indices: list[int], readable: list[int]) -> Iterator[torch.Tensor]:
         """Log-mels of the utterances ``indices`` that can be read; ``readable`` gets their indices."""

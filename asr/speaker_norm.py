@@ -77,13 +77,25 @@ class FrameSums(NamedTuple):
 
 
 def pool_by_label(speakers: Sequence[str | None], sums: FrameSums) -> list[torch.Tensor | None]:
-    """Indices each utterance pools with: every utterance of its speaker; None without a speaker."""
+    """Indices each utterance pools with: every utterance of its speaker (one tensor, shared by
+    all of them); None without a speaker."""
     by_speaker: dict[str, list[int]] = {}
     for index, speaker in enumerate(speakers):
         if speaker is not None:
             by_speaker.setdefault(speaker, []).append(index)
     groups = {speaker: torch.tensor(indices) for speaker, indices in by_speaker.items()}
     return [None if speaker is None else groups[speaker] for speaker in speakers]
+
+
+def pooled_stats(sums: FrameSums, pools: Sequence[torch.Tensor | None]) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+    """(mean, std) of each utterance's pool (None stays None). A pool that several utterances
+    share (a speaker's, from :func:`pool_by_label`) is summed once, not once per utterance:
+    with one label over many inputs, that would be quadratic."""
+    done: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for pool in pools:
+        if pool is not None and id(pool) not in done:
+            done[id(pool)] = sums.pooled(pool)
+    return [None if pool is None else done[id(pool)] for pool in pools]
 
 
 def voice_vectors(sums: FrameSums) -> torch.Tensor:
