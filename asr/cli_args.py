@@ -32,8 +32,6 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def add_transcribe(sub: argparse._SubParsersAction) -> None:
-    from asr.speaker_norm import POOL_SECONDS
-
     p = sub.add_parser("transcribe", help="transcribe audio files", description="Transcribe audio files of any "
                        "format libsndfile reads (wav, flac, ogg, mp3, sphere) at any sample rate.")
     p.add_argument("model", help=MODEL_HELP)
@@ -43,13 +41,7 @@ def add_transcribe(sub: argparse._SubParsersAction) -> None:
                    "segments and words (times, confidences) and n-best when --nbest > 1; srt/vtt: subtitles; "
                    "tsv: start/end (ms) and text per segment")
     p.add_argument("--output-dir", help="write one <name>.<format> file per input here instead of printing")
-    p.add_argument("--speaker-norm", nargs="?", const="labels", choices=["labels", "nearest"],
-                   help="normalize each input with statistics pooled over its speaker's inputs, not its own alone "
-                   "(models with per-utterance normalization). labels (the default): the inputs are one speaker, "
-                   "unless a manifest's 'speaker' fields say otherwise; nearest: no labels, each input pools with the "
-                   "inputs nearest to it in voice, --pool-seconds of audio in all")
-    p.add_argument("--pool-seconds", type=float, default=POOL_SECONDS, metavar="S",
-                   help="with --speaker-norm nearest: the audio each utterance's pool holds (default %(default)g)")
+    add_speaker_norm_arguments(p, "the inputs are one speaker, unless a manifest's 'speaker' fields say otherwise")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_decoding_arguments(p)
     p.set_defaults(handler="transcribe")
@@ -127,8 +119,6 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
-    from asr.speaker_norm import POOL_SECONDS
-
     p = sub.add_parser("evaluate", help="score a model on a manifest",
                        description="Decode a manifest and print WER/CER; the last line is 'WER <x> CER <y>' (percent).")
     p.add_argument("model", help=MODEL_HELP)
@@ -136,13 +126,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", help="write per-utterance reference/hypothesis/errors (JSON lines) here")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip bad manifest lines and unreadable audio with a warning (counted) instead of stopping")
-    p.add_argument("--speaker-norm", nargs="?", const="labels", choices=["labels", "nearest"],
-                   help="normalize each utterance with statistics pooled over its speaker's, not its own alone "
-                   "(models with per-utterance normalization). labels (the default): the utterances with its "
-                   "'speaker' field; nearest: no labels, the utterances nearest to it in voice, "
-                   "--pool-seconds of audio in all")
-    p.add_argument("--pool-seconds", type=float, default=POOL_SECONDS, metavar="S",
-                   help="with --speaker-norm nearest: the audio each utterance's pool holds (default %(default)g)")
+    add_speaker_norm_arguments(p, "the utterances with its 'speaker' field")
     p.add_argument("--device", default="auto")
     add_decoding_arguments(p)
     p.set_defaults(handler="evaluate")
@@ -225,6 +209,19 @@ def add_lm(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--show", type=int, default=5, help="print this many best trials")
     t.add_argument("--device", default="auto")
     t.set_defaults(handler="lm_tune")
+
+
+def add_speaker_norm_arguments(p: argparse.ArgumentParser, labels: str) -> None:
+    """--speaker-norm [labels|nearest] and --pool-seconds; ``labels`` says whose utterances share
+    statistics under ``labels``."""
+    from asr.speaker_norm import POOL_SECONDS
+
+    p.add_argument("--speaker-norm", nargs="?", const="labels", choices=["labels", "nearest"],
+                   help="normalize each utterance with statistics pooled over its speaker's, not its own alone "
+                   f"(models with per-utterance normalization). labels (the default): {labels}; nearest: no labels, "
+                   "the utterances nearest to it in voice, --pool-seconds of audio in all")
+    p.add_argument("--pool-seconds", type=float, default=POOL_SECONDS, metavar="S",
+                   help="with --speaker-norm nearest: the audio each utterance's pool holds (default %(default)g)")
 
 
 def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
