@@ -35,6 +35,21 @@ def utterance_extractor() -> FeatureExtractor:
     return FeatureExtractor(FeatureConfig(normalization=NormMode.utterance))
 
 
+def small_recognizer() -> Recognizer:
+    """An untrained 1 × 16 BiLSTM (seeded, so its outputs are fixed) over utterance-normalized features."""
+    torch.manual_seed(0)
+    tokenizer = CharTokenizer(sorted("onesvthr "), TextNormalization())
+    model = AcousticModel(ModelConfig(num_layers=1, hidden_size=16), 80, tokenizer.vocab_size).eval()
+    return Recognizer(model, utterance_extractor(), tokenizer, "cpu")
+
+
+def saved(recognizer: Recognizer, path):
+    """``recognizer``'s model written as ``asr train`` writes model.pt."""
+    from asr.checkpoint import inference_state, save_checkpoint
+
+    return save_checkpoint(inference_state(recognizer.model, recognizer.extractor, recognizer.tokenizer), path)
+
+
 def pooled(extractor: FeatureExtractor, utts: list[Utterance]) -> tuple[torch.Tensor, torch.Tensor]:
     frames = torch.cat([extractor.log_mel(load_audio(u.audio_filepath, 16000)).double() for u in utts])
     return frames.mean(0).float(), frames.std(0, unbiased=False).float()
@@ -72,10 +87,7 @@ def test_each_speaker_is_normalized_by_all_their_utterances(two_speakers):
 
 
 def test_recognizer_batches_agree_with_each_speaker_alone(two_speakers):
-    torch.manual_seed(0)
-    tokenizer = CharTokenizer(sorted("onesvthr "), TextNormalization())
-    model = AcousticModel(ModelConfig(num_layers=1, hidden_size=16), 80, tokenizer.vocab_size).eval()
-    recognizer = Recognizer(model, utterance_extractor(), tokenizer, "cpu")
+    recognizer = small_recognizer()
     together = recognizer.recognize_all(two_speakers, keep_log_probs=True, speaker_norm=True)
     plain = recognizer.recognize_all(two_speakers, keep_log_probs=True)
     for speaker in ("en-us", "en-gb-x-rp"):
@@ -136,9 +148,7 @@ def test_streaming_features_pool_the_speakers_earlier_segments(two_speakers):
 
 
 def test_a_stream_with_speaker_norm_grows_the_speakers_statistics_segment_by_segment(two_speakers):
-    tokenizer = CharTokenizer(sorted("onesvthr "), TextNormalization())
-    model = AcousticModel(ModelConfig(num_layers=1, hidden_size=16), 80, tokenizer.vocab_size).eval()
-    recognizer = Recognizer(model, utterance_extractor(), tokenizer, "cpu")
+    recognizer = small_recognizer()
     streamer = recognizer.streamer(speaker_norm=True)
     pause = torch.zeros(16000)  # 1 s of silence ends a segment (0.6 s by default)
     counts = []
@@ -148,23 +158,18 @@ def test_a_stream_with_speaker_norm_grows_the_speakers_statistics_segment_by_seg
     assert counts[0] > 0 and counts[0] < counts[1] < counts[2]  # each segment with speech adds its frames
     assert streamer.features.speaker is streamer.speaker  # the next segment starts from them
     with pytest.raises(ConfigError, match="speaker normalization needs a model trained with features.normalization=utterance"):
-        Recognizer(model, FeatureExtractor(FeatureConfig()), tokenizer, "cpu").streamer(speaker_norm=True)
+        Recognizer(recognizer.model, FeatureExtractor(FeatureConfig()), recognizer.tokenizer, "cpu").streamer(speaker_norm=True)
 
 
 def test_transcribe_speaker_norm_treats_the_inputs_as_one_speaker(tmp_path, two_speakers):
-    from asr.checkpoint import inference_state, save_checkpoint
     from conftest import run_cli
 
-    torch.manual_seed(0)
-    tokenizer = CharTokenizer(sorted("onesvthr "), TextNormalization())
-    model = AcousticModel(ModelConfig(num_layers=1, hidden_size=16), 80, tokenizer.vocab_size).eval()
-    extractor = utterance_extractor()
-    path = save_checkpoint(inference_state(model, extractor, tokenizer), tmp_path / "model.pt")
+    recognizer = small_recognizer()
+    path = saved(recognizer, tmp_path / "model.pt")
     files = [str(u.audio_filepath) for u in two_speakers[:3]]
     done = run_cli("transcribe", str(path), *files, "--speaker-norm", "--format", "json")
     assert done.returncode == 0, done.stderr
     texts = [json.loads(line)["text"] for line in done.stdout.splitlines()]  # JSON lines, one per input
-    recognizer = Recognizer(model, extractor, tokenizer, "cpu")
     one = [Utterance(u.audio_filepath, u.duration, "", speaker="x") for u in two_speakers[:3]]
     assert texts == [t.text for t in recognizer.recognize_all(one, speaker_norm=True)]
     alone = run_cli("transcribe", str(path), *files, "--format", "json")
@@ -230,21 +235,18 @@ def test_dataset_nearest_normalization_between_its_extremes(two_speakers):
 
 
 def test_evaluate_speaker_norm_nearest_from_the_cli_and_a_bad_mode(tmp_path, two_speakers):
-    from asr.checkpoint import inference_state, save_checkpoint
     from conftest import run_cli
 
-    torch.manual_seed(0)
-    tokenizer = CharTokenizer(sorted("onesvthr "), TextNormalization())
-    model = AcousticModel(ModelConfig(num_layers=1, hidden_size=16), 80, tokenizer.vocab_size).eval()
-    extractor = utterance_extractor()
-    path = save_checkpoint(inference_state(model, extractor, tokenizer), tmp_path / "model.pt")
+    recognizer = small_recognizer()
+    path = saved(recognizer, tmp_path / "model.pt")
     manifest = write_manifest(tmp_path / "m.jsonl", two_speakers)
     done = run_cli("evaluate", str(path), str(manifest), "--speaker-norm", "nearest", "--report", str(tmp_path / "r.jsonl"))
     assert done.returncode == 0, done.stderr
-    recognizer = Recognizer(model, extractor, tokenizer, "cpu")
     rates = recognizer.evaluate(two_speakers, speaker_norm="nearest")
     lines = done.stdout.splitlines()  # each labelled speaker's own rates, then all of them
-    for speaker, own in (("en-gb-x-rp", rates.by_speaker()["en-gb-x-rp"]), ("en-us", rates.by_speaker()["en-us"])):
+    by_speaker = rates.by_speaker()
+    assert sorted(by_speaker) == ["en-gb-x-rp", "en-us"]
+    for speaker, own in by_speaker.items():
         assert f"speaker {speaker}: 3 utterances, {own.summary()}" in lines
     assert lines[-1] == rates.summary() and len(rates.utterances) == 7
     expected = recognizer.recognize_all(two_speakers, speaker_norm="nearest")
