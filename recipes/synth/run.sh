@@ -12,7 +12,7 @@
 # (exp/fsdd_clips[.lm].wer), and again with each speaker's clips normalized by the statistics of all
 # of them (exp/fsdd_clips.spk[.lm].wer), and with the clips nearest in voice, no labels needed
 # (exp/fsdd_clips.near[.lm].wer); they never enter training.
-# Environment: SYNTH_SIZE (utterances to generate, default 3000); SYNTH_CONFIG (the conf/ file to
+# Environment: SYNTH_SIZE (utterances to generate, default: asr prepare synth's); SYNTH_CONFIG (the conf/ file to
 # train with, default synth; synth_stream trains chunk-aware for `asr stream`, use a fresh exp/).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -25,7 +25,7 @@ fsdd_present=false
 if [ -d "$FSDD_DIR/recordings" ]; then fsdd_present=true test_sets+=(fsdd_clips) speaker_sets=(fsdd_clips); fi
 
 generate() {
-  asr prepare synth data --size "${SYNTH_SIZE:-3000}"
+  asr prepare synth data ${SYNTH_SIZE:+--size "$SYNTH_SIZE"}
   if $fsdd_present; then asr prepare fsdd-clips data --data-dir "$FSDD_DIR"; fi
 }
 
