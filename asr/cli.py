@@ -64,7 +64,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     writer, interrupted = TranscriptWriter(utts, fmt, args.output_dir), False
     try:
         for index, transcript in recognizer.recognize(utts, timestamps=fmt is not OutputFormat.txt,
-                                                      speaker_norm=args.speaker_norm, pool_seconds=args.pool_seconds):
+                                                      speaker_norm=args.speaker_norm, pool_seconds=args.pool_seconds,
+                                                      adapt=args.adapt):
             if transcript.error is None:
                 writer.finished(index, transcript)
             elif total == 1:
@@ -184,7 +185,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     recognizer = Recognizer.load(args.model, device=args.device, options=decoding_options(args))
     rates = recognizer.evaluate(args.manifest, skip_bad=args.skip_bad, speaker_norm=args.speaker_norm,
-                                pool_seconds=args.pool_seconds)
+                                pool_seconds=args.pool_seconds, adapt=args.adapt)
     if args.report:
         rates.write_report(args.report)
         log.info("per-utterance errors: %s", args.report)

@@ -212,8 +212,9 @@ def add_lm(sub: argparse._SubParsersAction) -> None:
 
 
 def add_speaker_norm_arguments(p: argparse.ArgumentParser, labels: str) -> None:
-    """--speaker-norm [labels|nearest] and --pool-seconds; ``labels`` says whose utterances share
-    statistics under ``labels``."""
+    """--speaker-norm [labels|nearest], --pool-seconds and --adapt [ROUNDS]; ``labels`` says whose
+    utterances share statistics under ``labels``."""
+    from asr.adaptation import AdaptOptions
     from asr.speaker_norm import POOL_SECONDS
 
     p.add_argument("--speaker-norm", nargs="?", const="labels", choices=["labels", "nearest"],
@@ -222,6 +223,11 @@ def add_speaker_norm_arguments(p: argparse.ArgumentParser, labels: str) -> None:
                    "the utterances nearest to it in voice, --pool-seconds of audio in all")
     p.add_argument("--pool-seconds", type=float, default=POOL_SECONDS, metavar="S",
                    help="with --speaker-norm nearest: the audio each utterance's pool holds (default %(default)g)")
+    p.add_argument("--adapt", type=int, nargs="?", const=AdaptOptions().rounds, default=0, metavar="ROUNDS",
+                   help="two-pass speaker adaptation (models with per-utterance normalization; PyTorch checkpoints): "
+                   "transcribe, fit each speaker's feature scale and shift to those transcripts, transcribe again; "
+                   "ROUNDS times (default %(const)s). Speakers as for --speaker-norm labels; with --speaker-norm "
+                   "nearest, all the inputs as one")
 
 
 def add_decoding_arguments(p: argparse.ArgumentParser) -> None:

@@ -85,12 +85,12 @@ class FeatureExtractor(torch.nn.Module):
             spec = (power.T @ filters)[: self.cfg.num_frames(samples)]  # (frames, n_mels)
             return torch.log(spec + 1e-6).contiguous()
 
-    def check_speaker_norm(self) -> None:
+    def check_speaker_norm(self, what: str = "speaker normalization") -> None:
         """Per-speaker statistics replace per-utterance ones; a model normalized otherwise was
-        trained on other features."""
+        trained on other features. ``what`` names the feature that needs them."""
         mode = NormMode(self.cfg.normalization)
         if mode is not NormMode.utterance:
-            raise ConfigError("speaker normalization needs a model trained with features.normalization=utterance; "
+            raise ConfigError(f"{what} needs a model trained with features.normalization=utterance; "
                               f"this one uses {mode.value}")
 
     def normalize(self, feats: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:

@@ -21,13 +21,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from asr.adaptation import AdaptOptions, adapt_speakers
 from asr.alignment import word_timings
 from asr.audio import audio_files, audio_info, resample
 from asr.checkpoint import build_components, load_checkpoint
 from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest, skip_or_raise
 from asr.decoding import DecodingOptions, build_decoder
 from asr.devices import resolve_device
-from asr.errors import AudioError
+from asr.errors import AudioError, ConfigError
 from asr.features import FeatureExtractor
 from asr.long_audio import LONG_AUDIO_SECONDS, OVERLAP_SECONDS, WINDOW_SECONDS, release_free_memory, stitch, windows
 from asr.model import AcousticModel
@@ -120,7 +121,7 @@ class Recognizer:
     def recognize(self, utts: Sequence[Utterance], timestamps: bool = False, keep_log_probs: bool = False,
                   speech_edges: bool = True, long_audio: float = LONG_AUDIO_SECONDS, window: float = WINDOW_SECONDS,
                   overlap: float = OVERLAP_SECONDS, speaker_norm: bool | str = False,
-                  pool_seconds: float = POOL_SECONDS) -> Iterator[tuple[int, Transcript]]:
+                  pool_seconds: float = POOL_SECONDS, adapt: int = 0) -> Iterator[tuple[int, Transcript]]:
         """(index, transcript) of each utterance as it finishes: those up to ``long_audio`` seconds
         batched together, each longer one in ``window``-second windows overlapping by ``overlap``
         seconds. An unusable input yields a transcript whose ``error`` says why; the others go on.
@@ -135,13 +136,23 @@ class Recognizer:
                 "nearest", those nearest to it in voice, no labels needed, ``pool_seconds`` of
                 audio in all. Needs a model with per-utterance normalization. Long inputs keep
                 their own.
+            adapt: rounds of two-pass speaker adaptation (:mod:`asr.adaptation`; 0: none): each
+                speaker's features fitted to a first pass's transcripts, then decoded again.
+                Speakers are the utterances' labels (unlabeled ones as one), or with
+                ``speaker_norm="nearest"``, which uses no labels, all of them as one.
         """
         speaker_norm = SpeakerNorm.parse(speaker_norm)
+        if adapt < 0:
+            raise ConfigError(f"speaker adaptation: {adapt} rounds; it must be 0 (none) or more")
         if speaker_norm:
             self.extractor.check_speaker_norm()
         short = [i for i, u in enumerate(utts) if u.duration <= long_audio]
-        batches = self._batches([utts[i] for i in short], timestamps or keep_log_probs, progress=len(utts) > 1,
-                                speaker_norm=speaker_norm, pool_seconds=pool_seconds)
+        dataset = SpeechDataset([utts[i] for i in short], self.extractor)
+        if speaker_norm:
+            dataset.use_speaker_stats(speaker_norm, pool_seconds)
+        if adapt > 0 and short:
+            self._adapt(dataset, adapt, use_labels=speaker_norm is not SpeakerNorm.nearest, progress=len(utts) > 1)
+        batches = self._batches(dataset, timestamps or keep_log_probs, progress=len(utts) > 1)
         for position, transcript in self._transcripts(batches, [utts[i] for i in short], timestamps, speech_edges):
             if not keep_log_probs:
                 transcript = dataclasses.replace(transcript, log_probs=None)
@@ -155,13 +166,15 @@ class Recognizer:
                     yield i, Transcript(str(utt.audio_filepath), "", utt.duration, 0.0, error=str(exc))
 
     def evaluate(self, manifest: str | Path | Sequence[Utterance], skip_bad: bool = False,
-                 speaker_norm: bool | str = False, pool_seconds: float = POOL_SECONDS) -> ErrorRates:
+                 speaker_norm: bool | str = False, pool_seconds: float = POOL_SECONDS, adapt: int = 0) -> ErrorRates:
         """WER/CER of a manifest (or utterances) against its normalized transcripts. A bad manifest
         line or unusable audio raises, or with ``skip_bad`` is warned about, counted in
-        ``skipped`` and left out of the rates. ``speaker_norm``, ``pool_seconds``: as in :meth:`recognize`."""
+        ``skipped`` and left out of the rates. ``speaker_norm``, ``pool_seconds``, ``adapt``: as in
+        :meth:`recognize`; the transcripts are never used to recognize."""
         problems: list[str] | None = [] if skip_bad else None
         utts = read_manifest(manifest, problems=problems) if isinstance(manifest, (str, Path)) else list(manifest)
-        rates = self.score(utts, self.recognize_all(utts, speaker_norm=speaker_norm, pool_seconds=pool_seconds), skip_bad)
+        transcripts = self.recognize_all(utts, speaker_norm=speaker_norm, pool_seconds=pool_seconds, adapt=adapt)
+        rates = self.score(utts, transcripts, skip_bad)
         for line in problems or []:
             rates.skip(str(manifest), line)
         return rates
@@ -176,15 +189,24 @@ class Recognizer:
                 rates.skip(t.key, skip_or_raise(t.error, skip_bad))
         return rates
 
-    def _batches(self, utts: Sequence[Utterance], keep_log_probs: bool, progress: bool,
-                 speaker_norm: SpeakerNorm | None = None, pool_seconds: float = POOL_SECONDS) -> Iterator[tuple]:
-        """(index, n-best, log-probs or None, error or None) per utterance, decoded in batches of
-        at most ``max_frames`` padded frames."""
-        if not utts:
+    def _adapt(self, dataset: SpeechDataset, rounds: int, use_labels: bool, progress: bool) -> None:
+        """Speaker adaptation of ``dataset``'s normalization statistics (:mod:`asr.adaptation`)."""
+        if not isinstance(self.model, AcousticModel):
+            raise ConfigError("speaker adaptation needs a PyTorch checkpoint (model.pt): an ONNX export cannot be "
+                              "fitted to")
+        self.extractor.check_speaker_norm("speaker adaptation")
+
+        def first_pass() -> dict[int, Sequence[int]]:
+            return {index: nbest[0].tokens for index, nbest, _, error in self._batches(dataset, False, progress)
+                    if error is None and nbest}
+
+        adapt_speakers(dataset, self.model, first_pass, AdaptOptions(rounds=rounds), use_labels)
+
+    def _batches(self, dataset: SpeechDataset, keep_log_probs: bool, progress: bool) -> Iterator[tuple]:
+        """(index, n-best, log-probs or None, error or None) per utterance of ``dataset``, decoded
+        in batches of at most ``max_frames`` padded frames."""
+        if not len(dataset):
             return
-        dataset = SpeechDataset(list(utts), self.extractor)
-        if speaker_norm:
-            dataset.use_speaker_stats(speaker_norm, pool_seconds)
         # one bucket: without shuffling, cutting the length-sorted list greedily pads least, and
         # small inputs still fill whole batches
         sampler = BucketBatchSampler(dataset.num_frames(), max(self.max_frames, max(dataset.num_frames())),

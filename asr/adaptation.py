@@ -1,0 +1,154 @@
+"""Two-pass speaker adaptation, without transcripts.
+
+A first pass transcribes a speaker's utterances. Then a scale and a shift per feature dimension
+are fitted so that the frozen acoustic model gives those transcripts the highest CTC likelihood,
+and the utterances are transcribed again with them. This is Kaldi's two-pass fMLLR decoding with a
+diagonal transform: 2F numbers per speaker, few enough that a minute of one-word clips fits them
+without the model learning its own first-pass errors. Each round decodes, then fits again from
+where the last fit ended.
+
+A scale ``s`` and shift ``b`` on normalized features ``x = (f - m) / σ`` are normalization with
+the mean ``m - bσ/s`` and the standard deviation ``σ/s``, so a fit comes out as new normalization
+statistics, applied as pooled speaker statistics are (:mod:`asr.speaker_norm`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from asr.data import SpeechDataset
+from asr.errors import AudioError
+from asr.model import AcousticModel
+
+log = logging.getLogger(__name__)
+
+Stats = tuple[torch.Tensor, torch.Tensor]  # (mean, std), each (F,)
+
+
+@dataclass(frozen=True)
+class AdaptOptions:
+    """How each speaker's transform is fitted (docs/RESULTS.md measures the rounds)."""
+
+    rounds: int = 3  # decode-then-fit passes before the final decode
+    epochs: int = 5  # passes over the speaker's utterances per fit
+    lr: float = 0.01  # Adam, on the log-scale and the shift
+    batch_frames: int = 4000  # padded feature frames per step
+    min_seconds: float = 5.0  # a speaker with less transcribed audio keeps the first pass's statistics
+
+
+@dataclass
+class ScaleShift:
+    """x -> x * exp(log_scale) + shift, per feature dimension; the scale stays positive."""
+
+    log_scale: torch.Tensor  # (F,)
+    shift: torch.Tensor  # (F,)
+
+    @classmethod
+    def identity(cls, dim: int) -> ScaleShift:
+        return cls(torch.zeros(dim), torch.zeros(dim))
+
+    def apply_to(self, stats: Stats) -> Stats:
+        """Normalization statistics whose output equals this transform of ``stats``' output."""
+        mean, std = stats
+        scale = self.log_scale.exp()
+        return mean - self.shift * std / scale, std / scale
+
+
+def speaker_groups(speakers: Sequence[str | None], use_labels: bool = True) -> list[list[int]]:
+    """Indices adapted together: those with one speaker label (unlabeled ones together), or
+    without ``use_labels`` all of them as one voice and channel."""
+    if not use_labels:
+        return [list(range(len(speakers)))] if speakers else []
+    groups: dict[str | None, list[int]] = {}
+    for index, speaker in enumerate(speakers):
+        groups.setdefault(speaker, []).append(index)
+    return list(groups.values())
+
+
+def fit_scale_shift(model: AcousticModel, features: Sequence[torch.Tensor], targets: Sequence[Sequence[int]],
+                    start: ScaleShift, options: AdaptOptions = AdaptOptions(), seed: int = 0) -> ScaleShift:
+    """The transform of normalized ``features`` (each (T, F)) under which ``model`` (frozen, in eval
+    mode) gives ``targets`` (token ids, one list per utterance, none empty) the least CTC loss,
+    fitted from ``start``. Deterministic for a given ``seed``."""
+    device = next(model.parameters()).device
+    log_scale = start.log_scale.clone().to(device).requires_grad_(True)
+    shift = start.shift.clone().to(device).requires_grad_(True)
+    optimizer = torch.optim.Adam([log_scale, shift], lr=options.lr)
+    batches = _length_sorted_batches([len(f) for f in features], options.batch_frames)
+    generator = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()  # no dropout: the transform must fit the model that decodes
+    try:
+        with torch.enable_grad():
+            for _ in range(options.epochs):
+                for b in torch.randperm(len(batches), generator=generator).tolist():
+                    batch = batches[b]
+                    lengths = torch.tensor([len(features[i]) for i in batch])
+                    padded = torch.nn.utils.rnn.pad_sequence([features[i] for i in batch], batch_first=True).to(device)
+                    log_probs, out_lengths = model(padded * log_scale.exp() + shift, lengths)
+                    loss = F.ctc_loss(log_probs.transpose(0, 1), torch.tensor([t for i in batch for t in targets[i]]),
+                                      out_lengths.cpu(), torch.tensor([len(targets[i]) for i in batch]),
+                                      reduction="sum", zero_infinity=True) / lengths.sum()
+                    grads = torch.autograd.grad(loss, [log_scale, shift])
+                    for param, grad in zip((log_scale, shift), grads):
+                        param.grad = grad
+                    optimizer.step()
+    finally:
+        model.train(was_training)
+    return ScaleShift(log_scale.detach().cpu(), shift.detach().cpu())
+
+
+def _length_sorted_batches(lengths: Sequence[int], max_frames: int) -> list[list[int]]:
+    """Indices in length order, cut so that each batch pads to at most ``max_frames`` (one at least)."""
+    batches: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if batches and (len(batches[-1]) + 1) * lengths[index] <= max_frames:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches
+
+
+def adapt_speakers(dataset: SpeechDataset, model: AcousticModel, first_pass: Callable[[], dict[int, Sequence[int]]],
+                   options: AdaptOptions = AdaptOptions(), use_labels: bool = True) -> None:
+    """``options.rounds`` times: transcribe (``first_pass``: token ids per utterance index, with
+    the dataset's statistics as they stand), fit each speaker's transform (:func:`speaker_groups`)
+    to those transcripts, and set ``dataset.norm_stats`` to the adapted statistics."""
+    log_mels = dict(_readable_log_mels(dataset))
+    base = {i: dataset.norm_stats.get(i) or _own_stats(x) for i, x in log_mels.items()}
+    features = {i: dataset.extractor.normalize(x, base[i]) for i, x in log_mels.items()}
+    seconds_per_frame = dataset.extractor.cfg.hop_ms / 1000
+    groups = speaker_groups([u.speaker for u in dataset.utterances], use_labels)
+    fitted: dict[int, ScaleShift] = {}
+    for round_ in range(options.rounds):
+        tokens = first_pass()
+        for g, group in enumerate(tqdm(groups, desc=f"adapt, round {round_ + 1}", leave=False, disable=None)):
+            members = [i for i in group if i in features and tokens.get(i)]
+            if sum(len(features[i]) for i in members) * seconds_per_frame < options.min_seconds:
+                continue
+            start = fitted.get(g) or ScaleShift.identity(dataset.extractor.cfg.n_mels)
+            fitted[g] = fit_scale_shift(model, [features[i] for i in members], [tokens[i] for i in members],
+                                        start, options, seed=round_)
+            dataset.norm_stats.update({i: fitted[g].apply_to(base[i]) for i in group if i in base})
+        log.info("speaker adaptation, round %d: %d of %d speakers fitted", round_ + 1, len(fitted), len(groups))
+
+
+def _readable_log_mels(dataset: SpeechDataset) -> Iterator[tuple[int, torch.Tensor]]:
+    """(index, log-mels) of each utterance whose audio can be read (the others are reported when
+    they are decoded)."""
+    for index in range(len(dataset)):
+        try:
+            yield index, dataset.extractor.log_mel(dataset.waveform(index))
+        except AudioError:
+            continue
+
+
+def _own_stats(log_mel: torch.Tensor) -> Stats:
+    """The statistics per-utterance normalization takes from the utterance itself."""
+    return log_mel.mean(0), log_mel.std(0, unbiased=False)

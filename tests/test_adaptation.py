@@ -1,0 +1,157 @@
+"""Two-pass speaker adaptation: a per-speaker scale and shift of the features, fitted to transcripts."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from asr.adaptation import AdaptOptions, ScaleShift, adapt_speakers, fit_scale_shift, speaker_groups
+from asr.audio import load_audio
+from asr.corpora.voices import espeak_voice
+from asr.data import SpeechDataset, Utterance, write_manifest
+from asr.decoding import greedy_decode
+from asr.errors import AsrError, ConfigError
+from asr.features import FeatureConfig, FeatureExtractor
+from asr.model import AcousticModel, ModelConfig
+from asr.tokenizer import CharTokenizer, TextNormalization
+from asr.transcribe import Recognizer
+from conftest import run_cli, speak
+from test_speaker_norm import saved, utterance_extractor
+
+TEXTS = ("one seven three zero two", "nine five two six one", "six eight four three seven")
+
+
+@pytest.fixture(scope="module")
+def speakers(tmp_path_factory):
+    """Two espeak-ng voices, three digit strings each (about 6 s of speech per voice)."""
+    work = tmp_path_factory.mktemp("adapt")
+    utts = []
+    for name, voice in (("en-us", espeak_voice("en-us", "m3")), ("en-gb-x-rp", espeak_voice("en-gb-x-rp", "f2"))):
+        for k, text in enumerate(TEXTS):
+            path = speak(text, work / f"{name}-{k}.wav", voice=voice)
+            utts.append(Utterance(path, load_audio(path, 16000).numel() / 16000, text, speaker=name))
+    return utts
+
+
+@pytest.fixture(scope="module")
+def learned(speakers):
+    """A 1 × 32 BiLSTM trained until it transcribes the six utterances exactly."""
+    torch.manual_seed(0)
+    tokenizer = CharTokenizer(sorted(set("".join(TEXTS))), TextNormalization())
+    model = AcousticModel(ModelConfig(num_layers=1, hidden_size=32, dropout=0.0), 80, tokenizer.vocab_size)
+    dataset = SpeechDataset(speakers, utterance_extractor(), tokenizer)
+    features = [dataset[i].features for i in range(len(speakers))]
+    padded, lengths = torch.nn.utils.rnn.pad_sequence(features, batch_first=True), torch.tensor([len(f) for f in features])
+    targets = [dataset.targets[i] for i in range(len(speakers))]
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(400):
+        log_probs, out_lengths = model(padded, lengths)
+        loss = F.ctc_loss(log_probs.transpose(0, 1), torch.cat(targets), out_lengths, torch.tensor([len(t) for t in targets]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    recognizer = Recognizer(model.eval(), utterance_extractor(), tokenizer, "cpu")
+    assert recognizer.evaluate(speakers).wer == 0.0  # else nothing below means anything
+    return recognizer
+
+
+def test_a_scale_and_shift_are_normalization_statistics():
+    extractor = utterance_extractor()
+    torch.manual_seed(1)
+    log_mel, mean, std = torch.randn(50, 80) * 3 + 1, torch.randn(80), torch.rand(80) + 0.5
+    transform = ScaleShift(torch.randn(80) * 0.3, torch.randn(80))
+    by_stats = extractor.normalize(log_mel, transform.apply_to((mean, std)))
+    by_transform = extractor.normalize(log_mel, (mean, std)) * transform.log_scale.exp() + transform.shift
+    assert torch.allclose(by_stats, by_transform, atol=1e-4)
+
+
+def test_speakers_are_labels_or_all_the_inputs_as_one():
+    assert speaker_groups(["a", "b", None, "a", None]) == [[0, 3], [1], [2, 4]]
+    assert speaker_groups(["a", "b", None, "a"], use_labels=False) == [[0, 1, 2, 3]]
+    assert speaker_groups([]) == []
+
+
+def test_fitted_to_the_transcripts_the_statistics_undo_a_distortion(learned, speakers):
+    """Statistics that scale the normalized features by 1.5 and shift them by -0.5 break
+    recognition; fitted to the right transcripts, each speaker's transform takes them back."""
+    dataset = SpeechDataset(speakers, learned.extractor, learned.tokenizer)
+    for index in range(len(speakers)):
+        log_mel = learned.extractor.log_mel(dataset.waveform(index))
+        mean, std = log_mel.mean(0), log_mel.std(0, unbiased=False)
+        dataset.norm_stats[index] = (mean + std / 3, std / 1.5)
+
+    def wer() -> float:
+        hypotheses = []
+        for index in range(len(speakers)):
+            features = dataset[index].features
+            log_probs, lengths = learned.model(features[None], torch.tensor([len(features)]))
+            hypotheses.append(learned.tokenizer.decode(greedy_decode(log_probs, lengths)[0].tokens).strip())
+        return learned.score(speakers, _as_transcripts(speakers, hypotheses)).wer
+
+    assert wer() > 50.0
+    truth = {i: dataset.targets[i].tolist() for i in range(len(speakers))}
+    adapt_speakers(dataset, learned.model, lambda: truth, AdaptOptions(rounds=1, epochs=100, lr=0.02))
+    assert wer() == 0.0
+
+
+def _as_transcripts(utts, texts):
+    from asr.transcript import Transcript
+
+    return [Transcript(str(u.audio_filepath), text, u.duration, 0.0) for u, text in zip(utts, texts)]
+
+
+def test_a_fit_lowers_the_loss_of_its_targets_and_repeats_exactly(learned, speakers):
+    dataset = SpeechDataset(speakers, learned.extractor, learned.tokenizer)
+    features = [dataset[i].features * 1.7 - 0.4 for i in range(3)]
+    targets = [dataset.targets[i].tolist() for i in range(3)]
+
+    def loss(transform: ScaleShift) -> float:
+        total = 0.0
+        for x, y in zip(features, targets):
+            log_probs, lengths = learned.model((x * transform.log_scale.exp() + transform.shift)[None], torch.tensor([len(x)]))
+            total += F.ctc_loss(log_probs.transpose(0, 1), torch.tensor(y), lengths, torch.tensor([len(y)])).item()
+        return total
+
+    start = ScaleShift.identity(80)
+    options = AdaptOptions(epochs=20, lr=0.02)
+    fitted = fit_scale_shift(learned.model, features, targets, start, options, seed=3)
+    assert loss(fitted) < 0.5 * loss(start)
+    again = fit_scale_shift(learned.model, features, targets, start, options, seed=3)
+    assert torch.equal(fitted.log_scale, again.log_scale) and torch.equal(fitted.shift, again.shift)
+    assert not learned.model.training and all(p.grad is None for p in learned.model.parameters())
+
+
+def test_a_speaker_with_too_little_audio_keeps_the_first_pass_statistics(learned, speakers):
+    dataset = SpeechDataset(speakers, learned.extractor, learned.tokenizer)
+    truth = {i: dataset.targets[i].tolist() for i in range(len(speakers))}
+    adapt_speakers(dataset, learned.model, lambda: truth, AdaptOptions(rounds=1, min_seconds=60.0))
+    assert dataset.norm_stats == {}
+
+
+def test_adapt_from_the_cli_and_python_agree_and_bad_requests_are_one_line(learned, speakers, tmp_path):
+    path = saved(learned, tmp_path / "model.pt")
+    manifest = write_manifest(tmp_path / "m.jsonl", speakers)
+    done = run_cli("evaluate", str(path), str(manifest), "--speaker-norm", "--adapt", "2")
+    assert done.returncode == 0, done.stderr
+    assert "speaker adaptation, round 2: 2 of 2 speakers fitted" in done.stderr
+    rates = learned.evaluate(manifest, speaker_norm=True, adapt=2)
+    assert done.stdout.splitlines()[-1] == rates.summary()
+    transcribed = run_cli("transcribe", str(path), *[str(u.audio_filepath) for u in speakers], "--adapt")
+    assert transcribed.returncode == 0, transcribed.stderr
+    assert "round 3: 1 of 1 speakers fitted" in transcribed.stderr  # the inputs as one speaker
+    bad = run_cli("evaluate", str(path), str(manifest), "--adapt", "-1")
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].endswith(
+        "speaker adaptation: -1 rounds; it must be 0 (none) or more")
+    with pytest.raises(ConfigError, match="speaker adaptation needs a model trained with features.normalization"):
+        global_model = Recognizer(learned.model, FeatureExtractor(FeatureConfig()), learned.tokenizer, "cpu")
+        global_model.evaluate(speakers, adapt=1)
+
+
+def test_an_onnx_model_cannot_be_adapted(learned, speakers, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from asr.export import export_onnx
+
+    path = saved(learned, tmp_path / "model.pt")
+    onnx = export_onnx(path, tmp_path / "model.onnx")
+    with pytest.raises(AsrError, match=r"speaker adaptation needs a PyTorch checkpoint \(model.pt\)"):
+        Recognizer.load(onnx).evaluate(speakers, adapt=1)
