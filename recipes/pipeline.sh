@@ -2,7 +2,8 @@
 # after stages.sh). The recipe sets: config (conf/<config>.yaml), data (manifest folder), train_set,
 # dev_set, test_sets (manifest names without .jsonl), optionally speaker_sets (test sets whose
 # manifests name each utterance's speaker: also scored with per-speaker normalization, and with
-# normalization pooled over the nearest utterances in voice, which needs no labels); LM_TEXT
+# normalization pooled over the nearest utterances in voice, which needs no labels; each of the two
+# also with two-pass speaker adaptation, beam + LM); LM_TEXT
 # (environment, optional) replaces the training transcripts as LM text (a text file, one sentence
 # per line, or a manifest).
 
@@ -36,6 +37,9 @@ score_sets() {
     # no labels: each utterance with those nearest it in voice (asr evaluate --speaker-norm nearest)
     score_set "$set" .near --speaker-norm nearest
     score_set "$set" .near.lm --speaker-norm nearest --lm "$exp/lm.arpa"
+    # two passes: each speaker's features fitted to the first pass's transcripts (asr evaluate --adapt)
+    score_set "$set" .spk.adapt.lm --speaker-norm --adapt --lm "$exp/lm.arpa"
+    score_set "$set" .near.adapt.lm --speaker-norm nearest --adapt --lm "$exp/lm.arpa"
   done
 }
 
@@ -58,6 +62,8 @@ print_results() {
     result_line "$set per-speaker normalization, beam + LM" "$set.spk.lm"
     result_line "$set nearest-voice normalization (no labels), greedy" "$set.near"
     result_line "$set nearest-voice normalization (no labels), beam + LM" "$set.near.lm"
+    result_line "$set per-speaker normalization and adaptation, beam + LM" "$set.spk.adapt.lm"
+    result_line "$set nearest-voice normalization and adaptation (no labels), beam + LM" "$set.near.adapt.lm"
   done
 }
 

@@ -101,12 +101,13 @@ def test_fsdd_fine_tune_recipe_scores_theo_with_and_without_speaker_labels(tmp_p
     assert done.returncode == 0, done.stderr[-2000:]
     exp = tmp_path / "recipes" / "fsdd" / "exp-speaker-ft"
     for set_name in ("isolated_test", "connected_test"):
-        for variant in ("", ".lm", ".spk", ".spk.lm", ".near", ".near.lm"):
+        for variant in ("", ".lm", ".spk", ".spk.lm", ".near", ".near.lm", ".spk.adapt.lm", ".near.adapt.lm"):
             summary = (exp / f"{set_name}{variant}.wer").read_text().splitlines()
             assert summary[-1].startswith("WER ") and (exp / f"{set_name}{variant}.errors.jsonl").is_file()
             if set_name == "isolated_test":
                 assert summary[0] == "isolated_test.jsonl: 500 utterances, 500 words"  # every clip of theo
     assert "isolated_test nearest-voice normalization (no labels), beam + LM: WER" in done.stdout
+    assert "isolated_test per-speaker normalization and adaptation, beam + LM: WER" in done.stdout
 
 
 @pytest.mark.parametrize("name, make, env, manifests", [

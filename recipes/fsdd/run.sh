@@ -5,7 +5,8 @@
 # from the training text, weights tuned on dev (exp/lm.arpa), 3 score isolated and connected test
 # sets greedy (exp/<set>.wer) and with beam search + LM (exp/<set>.lm.wer); fine-tuned (FSDD_INIT), both
 # again with each speaker's utterances normalized by the statistics of all of them (exp/<set>.spk[.lm].wer)
-# and with those of the utterances nearest in voice, no labels needed (exp/<set>.near[.lm].wer).
+# and with those of the utterances nearest in voice, no labels needed (exp/<set>.near[.lm].wer), each
+# of these two also with two-pass speaker adaptation and beam + LM (exp/<set>.{spk,near}.adapt.lm.wer).
 # Environment: FSDD_DIR (local copy holding recordings/, default ../../../shared/data/fsdd),
 # FSDD_SPLIT=speaker for the speaker-held-out split (train on four speakers, test on the fifth;
 # kept apart in data-speaker/ and exp-speaker/); FSDD_SIZE (connected training strings, default

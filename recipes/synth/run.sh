@@ -11,7 +11,8 @@
 # project (FSDD_DIR, default ../shared/data/fsdd): all its clips, voices the model never heard
 # (exp/fsdd_clips[.lm].wer), and again with each speaker's clips normalized by the statistics of all
 # of them (exp/fsdd_clips.spk[.lm].wer), and with the clips nearest in voice, no labels needed
-# (exp/fsdd_clips.near[.lm].wer); they never enter training.
+# (exp/fsdd_clips.near[.lm].wer), each of these two also with two-pass speaker adaptation
+# (exp/fsdd_clips.{spk,near}.adapt.lm.wer); they never enter training.
 # Environment: SYNTH_SIZE (utterances to generate, default: asr prepare synth's); SYNTH_CONFIG (the conf/ file to
 # train with, default synth; synth_stream trains chunk-aware for `asr stream`, use a fresh exp/).
 set -euo pipefail
@@ -56,6 +57,8 @@ if [ -f exp/fsdd_clips.wer ]; then
   result_line "the same, each speaker normalized by all their clips, beam + LM" fsdd_clips.spk.lm
   result_line "the same, each clip normalized with the clips nearest it in voice (no labels), greedy" fsdd_clips.near
   result_line "the same, each clip normalized with the clips nearest it in voice (no labels), beam + LM" fsdd_clips.near.lm
+  result_line "the same, each speaker normalized by all their clips and adapted in two passes, beam + LM" fsdd_clips.spk.adapt.lm
+  result_line "the same, nearest-voice normalization and all clips adapted as one (no labels), beam + LM" fsdd_clips.near.adapt.lm
 fi
 [ -f exp/test.charlm.wer ] && echo "held-out-voice test set, beam + char-RNN LM: $(tail -n 1 exp/test.charlm.wer)"
 true
