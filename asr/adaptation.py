@@ -89,12 +89,10 @@ def fit_scale_shift(model: AcousticModel, features: Sequence[torch.Tensor], targ
             for _ in range(options.epochs):
                 for b in torch.randperm(len(batches), generator=generator).tolist():
                     batch = batches[b]
-                    lengths = torch.tensor([len(features[i]) for i in batch])
-                    padded = torch.nn.utils.rnn.pad_sequence([features[i] for i in batch], batch_first=True).to(device)
-                    log_probs, out_lengths = model(padded * log_scale.exp() + shift, lengths)
-                    loss = F.ctc_loss(log_probs.transpose(0, 1), torch.tensor([t for i in batch for t in targets[i]]),
-                                      out_lengths.cpu(), torch.tensor([len(targets[i]) for i in batch]),
-                                      reduction="sum", zero_infinity=True) / lengths.sum()
+                    padded = torch.nn.utils.rnn.pad_sequence([features[i] for i in batch], batch_first=True)
+                    loss = _ctc_per_frame(model, padded.to(device) * log_scale.exp() + shift,
+                                          torch.tensor([len(features[i]) for i in batch]), [targets[i] for i in batch])
+                    # the transform's gradients only: the model's parameters stay untouched
                     grads = torch.autograd.grad(loss, [log_scale, shift])
                     for param, grad in zip((log_scale, shift), grads):
                         param.grad = grad
@@ -102,6 +100,16 @@ def fit_scale_shift(model: AcousticModel, features: Sequence[torch.Tensor], targ
     finally:
         model.train(was_training)
     return ScaleShift(log_scale.detach().cpu(), shift.detach().cpu())
+
+
+def _ctc_per_frame(model: AcousticModel, features: torch.Tensor, lengths: torch.Tensor,
+                   targets: Sequence[Sequence[int]]) -> torch.Tensor:
+    """CTC loss of ``targets`` under ``model`` for (B, T, F) ``features``, per input frame."""
+    log_probs, out_lengths = model(features, lengths)
+    flat = torch.tensor([token for target in targets for token in target])
+    loss = F.ctc_loss(log_probs.transpose(0, 1), flat, out_lengths.cpu(), torch.tensor([len(t) for t in targets]),
+                      reduction="sum", zero_infinity=True)
+    return loss / lengths.sum()
 
 
 def _length_sorted_batches(lengths: Sequence[int], max_frames: int) -> list[list[int]]:
@@ -115,9 +123,9 @@ def _length_sorted_batches(lengths: Sequence[int], max_frames: int) -> list[list
     return batches
 
 
-def adapt_speakers(dataset: SpeechDataset, model: AcousticModel, first_pass: Callable[[], dict[int, Sequence[int]]],
+def adapt_speakers(dataset: SpeechDataset, model: AcousticModel, transcribe: Callable[[], dict[int, Sequence[int]]],
                    options: AdaptOptions = AdaptOptions(), use_labels: bool = True) -> None:
-    """``options.rounds`` times: transcribe (``first_pass``: token ids per utterance index, with
+    """``options.rounds`` times: ``transcribe`` (token ids per utterance index, decoded with
     the dataset's statistics as they stand), fit each speaker's transform (:func:`speaker_groups`)
     to those transcripts, and set ``dataset.norm_stats`` to the adapted statistics."""
     log_mels = dict(_readable_log_mels(dataset))
@@ -127,7 +135,7 @@ def adapt_speakers(dataset: SpeechDataset, model: AcousticModel, first_pass: Cal
     groups = speaker_groups([u.speaker for u in dataset.utterances], use_labels)
     fitted: dict[int, ScaleShift] = {}
     for round_ in range(options.rounds):
-        tokens = first_pass()
+        tokens = transcribe()
         for g, group in enumerate(tqdm(groups, desc=f"adapt, round {round_ + 1}", leave=False, disable=None)):
             members = [i for i in group if i in features and tokens.get(i)]
             if sum(len(features[i]) for i in members) * seconds_per_frame < options.min_seconds:
