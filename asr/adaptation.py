@@ -3,7 +3,7 @@
 A first pass transcribes a speaker's utterances. Then a scale and a shift per feature dimension
 are fitted so that the frozen acoustic model gives those transcripts the highest CTC likelihood,
 and the utterances are transcribed again with them. This is Kaldi's two-pass fMLLR decoding with a
-diagonal transform: 2F numbers per speaker, few enough that a minute of one-word clips fits them
+diagonal transform: 2F numbers per speaker (160 for 80 mel bins), few enough that a minute of one-word clips fits them
 without the model learning its own first-pass errors. Each round decodes, then fits again from
 where the last fit ended.
 
@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from asr.data import SpeechDataset
 from asr.errors import AudioError
+from asr.features import STD_FLOOR
 from asr.model import AcousticModel
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class AdaptOptions:
     epochs: int = 5  # passes over the speaker's utterances per fit
     lr: float = 0.01  # Adam, on the log-scale and the shift
     batch_frames: int = 4000  # padded feature frames per step
-    min_seconds: float = 5.0  # a speaker with less transcribed audio keeps the first pass's statistics
+    min_seconds: float = 5.0  # a speaker with less transcribed audio is not fitted (keeps its statistics)
 
 
 @dataclass
@@ -55,7 +56,7 @@ class ScaleShift:
 
     def apply_to(self, stats: Stats) -> Stats:
         """Normalization statistics whose output equals this transform of ``stats``' output."""
-        mean, std = stats
+        mean, std = stats[0], stats[1].clamp_min(STD_FLOOR)
         scale = self.log_scale.exp()
         return mean - self.shift * std / scale, std / scale
 
@@ -85,13 +86,16 @@ def fit_scale_shift(model: AcousticModel, features: Sequence[torch.Tensor], targ
     was_training = model.training
     model.eval()  # no dropout: the transform must fit the model that decodes
     try:
-        with torch.enable_grad():
+        # cuDNN's recurrent kernels have no backward pass in eval mode; PyTorch's own CUDA kernels do
+        with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
             for _ in range(options.epochs):
                 for b in torch.randperm(len(batches), generator=generator).tolist():
                     batch = batches[b]
-                    padded = torch.nn.utils.rnn.pad_sequence([features[i] for i in batch], batch_first=True)
-                    loss = _ctc_per_frame(model, padded.to(device) * log_scale.exp() + shift,
-                                          torch.tensor([len(features[i]) for i in batch]), [targets[i] for i in batch])
+                    # each utterance transformed before padding: padded frames stay zeros, as in decoding
+                    padded = torch.nn.utils.rnn.pad_sequence(
+                        [features[i].to(device) * log_scale.exp() + shift for i in batch], batch_first=True)
+                    loss = _ctc_per_frame(model, padded, torch.tensor([len(features[i]) for i in batch]),
+                                          [targets[i] for i in batch])
                     # the transform's gradients only: the model's parameters stay untouched
                     grads = torch.autograd.grad(loss, [log_scale, shift])
                     for param, grad in zip((log_scale, shift), grads):
@@ -128,9 +132,11 @@ def adapt_speakers(dataset: SpeechDataset, model: AcousticModel, transcribe: Cal
     """``options.rounds`` times: ``transcribe`` (token ids per utterance index, decoded with
     the dataset's statistics as they stand), fit each speaker's transform (:func:`speaker_groups`)
     to those transcripts, and set ``dataset.norm_stats`` to the adapted statistics."""
-    log_mels = dict(_readable_log_mels(dataset))
-    base = {i: dataset.norm_stats.get(i) or _own_stats(x) for i, x in log_mels.items()}
-    features = {i: dataset.extractor.normalize(x, base[i]) for i, x in log_mels.items()}
+    base: dict[int, Stats] = {}
+    features: dict[int, torch.Tensor] = {}  # normalized as the first pass normalizes them
+    for index, log_mel in _readable_log_mels(dataset):
+        base[index] = dataset.norm_stats.get(index) or _own_stats(log_mel)
+        features[index] = dataset.extractor.normalize(log_mel, base[index])
     seconds_per_frame = dataset.extractor.cfg.hop_ms / 1000
     groups = speaker_groups([u.speaker for u in dataset.utterances], use_labels)
     fitted: dict[int, ScaleShift] = {}
@@ -159,4 +165,4 @@ def _readable_log_mels(dataset: SpeechDataset) -> Iterator[tuple[int, torch.Tens
 
 def _own_stats(log_mel: torch.Tensor) -> Stats:
     """The statistics per-utterance normalization takes from the utterance itself."""
-    return log_mel.mean(0), log_mel.std(0, unbiased=False)
+    return log_mel.mean(0), log_mel.std(0, unbiased=False).clamp_min(STD_FLOOR)

@@ -65,7 +65,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     try:
         for index, transcript in recognizer.recognize(utts, timestamps=fmt is not OutputFormat.txt,
                                                       speaker_norm=args.speaker_norm, pool_seconds=args.pool_seconds,
-                                                      adapt=args.adapt):
+                                                      adapt=args.adapt_rounds if args.adapt else 0):
             if transcript.error is None:
                 writer.finished(index, transcript)
             elif total == 1:
@@ -185,7 +185,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     recognizer = Recognizer.load(args.model, device=args.device, options=decoding_options(args))
     rates = recognizer.evaluate(args.manifest, skip_bad=args.skip_bad, speaker_norm=args.speaker_norm,
-                                pool_seconds=args.pool_seconds, adapt=args.adapt)
+                                pool_seconds=args.pool_seconds, adapt=args.adapt_rounds if args.adapt else 0)
     if args.report:
         rates.write_report(args.report)
         log.info("per-utterance errors: %s", args.report)

@@ -212,7 +212,7 @@ def add_lm(sub: argparse._SubParsersAction) -> None:
 
 
 def add_speaker_norm_arguments(p: argparse.ArgumentParser, labels: str) -> None:
-    """--speaker-norm [labels|nearest], --pool-seconds and --adapt [ROUNDS]; ``labels`` says whose
+    """--speaker-norm [labels|nearest], --pool-seconds, --adapt and --adapt-rounds; ``labels`` says whose
     utterances share statistics under ``labels``."""
     from asr.adaptation import AdaptOptions
     from asr.speaker_norm import POOL_SECONDS
@@ -223,11 +223,12 @@ def add_speaker_norm_arguments(p: argparse.ArgumentParser, labels: str) -> None:
                    "the utterances nearest to it in voice, --pool-seconds of audio in all")
     p.add_argument("--pool-seconds", type=float, default=POOL_SECONDS, metavar="S",
                    help="with --speaker-norm nearest: the audio each utterance's pool holds (default %(default)g)")
-    p.add_argument("--adapt", type=int, nargs="?", const=AdaptOptions().rounds, default=0, metavar="ROUNDS",
+    p.add_argument("--adapt", action="store_true",
                    help="two-pass speaker adaptation (models with per-utterance normalization; PyTorch checkpoints): "
-                   "transcribe, fit each speaker's feature scale and shift to those transcripts, transcribe again; "
-                   "ROUNDS times (default %(const)s). Speakers as for --speaker-norm labels; with --speaker-norm "
-                   "nearest, all the inputs as one")
+                   "transcribe, fit each speaker's feature scale and shift to those transcripts, transcribe again. "
+                   "Speakers as for --speaker-norm labels; with --speaker-norm nearest, all the inputs as one")
+    p.add_argument("--adapt-rounds", type=int, default=AdaptOptions().rounds, metavar="N",
+                   help="with --adapt: how many times to transcribe and fit before the last pass (default %(default)s)")
 
 
 def add_decoding_arguments(p: argparse.ArgumentParser) -> None:

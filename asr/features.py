@@ -23,6 +23,7 @@ from asr.errors import ConfigError
 # "global" is a Python keyword and hydra matches enum members by name.)
 NormMode = Enum("NormMode", [("global", "global"), ("utterance", "utterance"), ("none", "none")], type=str)
 GLOBAL_NORM = NormMode["global"]
+STD_FLOOR = 1e-5  # normalization divides by at least this: a constant band (digital silence) stays finite
 
 
 @dataclass
@@ -99,11 +100,11 @@ class FeatureExtractor(torch.nn.Module):
         statistics (e.g. those of all the speaker's utterances)."""
         mode = NormMode(self.cfg.normalization)
         if stats is not None and mode is NormMode.utterance:
-            return (feats - stats[0]) / stats[1].clamp_min(1e-5)
+            return (feats - stats[0]) / stats[1].clamp_min(STD_FLOOR)
         if mode is GLOBAL_NORM:
             return (feats - self.mean) / self.std
         if mode is NormMode.utterance:
-            return (feats - feats.mean(0)) / feats.std(0, unbiased=False).clamp_min(1e-5)
+            return (feats - feats.mean(0)) / feats.std(0, unbiased=False).clamp_min(STD_FLOOR)
         return feats
 
     def forward(self, waveform: torch.Tensor, warp: float = 1.0) -> torch.Tensor:
@@ -247,7 +248,7 @@ class StreamingFeatures:
             return self.extractor.normalize(feats)
         self.running.add(feats)
         mean, std = self.running.mean_std()
-        return ((feats.double() - mean) / std.clamp_min(1e-5)).float()
+        return ((feats.double() - mean) / std.clamp_min(STD_FLOOR)).float()
 
     def _empty(self) -> torch.Tensor:
         return torch.zeros(0, self.extractor.cfg.n_mels)

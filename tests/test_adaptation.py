@@ -131,7 +131,7 @@ def test_a_speaker_with_too_little_audio_keeps_the_first_pass_statistics(learned
 def test_adapt_from_the_cli_and_python_agree_and_bad_requests_are_one_line(learned, speakers, tmp_path):
     path = saved(learned, tmp_path / "model.pt")
     manifest = write_manifest(tmp_path / "m.jsonl", speakers)
-    done = run_cli("evaluate", str(path), str(manifest), "--speaker-norm", "--adapt", "2")
+    done = run_cli("evaluate", str(path), str(manifest), "--speaker-norm", "--adapt", "--adapt-rounds", "2")
     assert done.returncode == 0, done.stderr
     assert "speaker adaptation, round 2: 2 of 2 speakers fitted" in done.stderr
     rates = learned.evaluate(manifest, speaker_norm=True, adapt=2)
@@ -139,7 +139,7 @@ def test_adapt_from_the_cli_and_python_agree_and_bad_requests_are_one_line(learn
     transcribed = run_cli("transcribe", str(path), *[str(u.audio_filepath) for u in speakers], "--adapt")
     assert transcribed.returncode == 0, transcribed.stderr
     assert "round 3: 1 of 1 speakers fitted" in transcribed.stderr  # the inputs as one speaker
-    bad = run_cli("evaluate", str(path), str(manifest), "--adapt", "-1")
+    bad = run_cli("evaluate", str(path), str(manifest), "--adapt", "--adapt-rounds", "-1")
     assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].endswith(
         "speaker adaptation: -1 rounds; it must be 0 (none) or more")
     with pytest.raises(ConfigError, match="speaker adaptation needs a model trained with features.normalization"):
@@ -155,3 +155,24 @@ def test_an_onnx_model_cannot_be_adapted(learned, speakers, tmp_path):
     onnx = export_onnx(path, tmp_path / "model.onnx")
     with pytest.raises(AsrError, match=r"speaker adaptation needs a PyTorch checkpoint \(model.pt\)"):
         Recognizer.load(onnx).evaluate(speakers, adapt=1)
+
+
+def test_the_last_pass_decodes_with_the_adapted_statistics(learned, speakers, monkeypatch):
+    import asr.transcribe
+
+    adapted_datasets = []
+
+    def recording(dataset, *args, **kwargs):
+        adapt_speakers(dataset, *args, **kwargs)
+        adapted_datasets.append(dataset)
+
+    monkeypatch.setattr(asr.transcribe, "adapt_speakers", recording)
+    adapted = learned.recognize_all(speakers, keep_log_probs=True, speaker_norm=True, adapt=1)
+    plain = learned.recognize_all(speakers, keep_log_probs=True, speaker_norm=True)
+    [dataset] = adapted_datasets
+    assert sorted(dataset.norm_stats) == list(range(len(speakers)))
+    for index, transcript in enumerate(adapted):
+        features = dataset[index].features
+        expected, _ = learned.model(features[None], torch.tensor([len(features)]))
+        assert torch.allclose(transcript.log_probs, expected[0], atol=1e-5)
+        assert not torch.allclose(transcript.log_probs, plain[index].log_probs, atol=1e-3)

@@ -116,3 +116,18 @@ def test_streaming_on_the_gpu_with_gpu_beam_search_finals_match_offline(trained_
     events = list(stream_events(StreamingRecognizer(recognizer, whole), file_blocks(path, recognizer.sample_rate, False)))
     finals = [e.text for e in events if e.type == "final"]
     assert finals == [recognizer.transcribe([path])[0].text] and finals[0]
+
+
+def test_speaker_adaptation_fits_on_the_gpu_as_on_the_cpu(monkeypatch):
+    """cuDNN's recurrent kernels have no backward pass in eval mode; the fit must still run there."""
+    from asr.adaptation import AdaptOptions, ScaleShift, fit_scale_shift
+
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    torch.manual_seed(0)
+    model = AcousticModel(ModelConfig(num_layers=2, hidden_size=32), 40, 12).eval()
+    features, targets = [torch.randn(n, 40) for n in (50, 80)], [[1, 2, 3], [4, 5]]
+    options = AdaptOptions(epochs=3)
+    cpu = fit_scale_shift(model, features, targets, ScaleShift.identity(40), options)
+    gpu = fit_scale_shift(model.cuda(), features, targets, ScaleShift.identity(40), options)
+    assert cpu.log_scale.abs().max() > 1e-3  # it moved
+    assert torch.allclose(cpu.log_scale, gpu.log_scale, atol=1e-3) and torch.allclose(cpu.shift, gpu.shift, atol=1e-3)
