@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from asr.data import SpeechDataset
-from asr.errors import AudioError
+from asr.data import BucketBatchSampler, SpeechDataset
 from asr.features import STD_FLOOR
 from asr.model import AcousticModel
 
@@ -81,7 +80,10 @@ def fit_scale_shift(model: AcousticModel, features: Sequence[torch.Tensor], targ
     log_scale = start.log_scale.clone().to(device).requires_grad_(True)
     shift = start.shift.clone().to(device).requires_grad_(True)
     optimizer = torch.optim.Adam([log_scale, shift], lr=options.lr)
-    batches = _length_sorted_batches([len(f) for f in features], options.batch_frames)
+    lengths = [len(f) for f in features]
+    # cut as the recognizer cuts its batches: length-sorted, at most batch_frames padded frames each
+    sampler = BucketBatchSampler(lengths, max(options.batch_frames, max(lengths)), num_buckets=1, shuffle=False)
+    batches = sampler.batches(0)
     generator = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()  # no dropout: the transform must fit the model that decodes
@@ -116,17 +118,6 @@ def _ctc_per_frame(model: AcousticModel, features: torch.Tensor, lengths: torch.
     return loss / lengths.sum()
 
 
-def _length_sorted_batches(lengths: Sequence[int], max_frames: int) -> list[list[int]]:
-    """Indices in length order, cut so that each batch pads to at most ``max_frames`` (one at least)."""
-    batches: list[list[int]] = []
-    for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-        if batches and (len(batches[-1]) + 1) * lengths[index] <= max_frames:
-            batches[-1].append(index)
-        else:
-            batches.append([index])
-    return batches
-
-
 def adapt_speakers(dataset: SpeechDataset, model: AcousticModel, transcribe: Callable[[], dict[int, Sequence[int]]],
                    options: AdaptOptions = AdaptOptions(), use_labels: bool = True) -> None:
     """``options.rounds`` times: ``transcribe`` (token ids per utterance index, decoded with
@@ -134,7 +125,7 @@ def adapt_speakers(dataset: SpeechDataset, model: AcousticModel, transcribe: Cal
     to those transcripts, and set ``dataset.norm_stats`` to the adapted statistics."""
     base: dict[int, Stats] = {}
     features: dict[int, torch.Tensor] = {}  # normalized as the first pass normalizes them
-    for index, log_mel in _readable_log_mels(dataset):
+    for index, log_mel in dataset.readable_log_mels(range(len(dataset)), "adaptation features"):
         base[index] = dataset.norm_stats.get(index) or _own_stats(log_mel)
         features[index] = dataset.extractor.normalize(log_mel, base[index])
     seconds_per_frame = dataset.extractor.cfg.hop_ms / 1000
@@ -151,16 +142,6 @@ def adapt_speakers(dataset: SpeechDataset, model: AcousticModel, transcribe: Cal
                                         start, options, seed=round_)
             dataset.norm_stats.update({i: fitted[g].apply_to(base[i]) for i in group if i in base})
         log.info("speaker adaptation, round %d: %d of %d speakers fitted", round_ + 1, len(fitted), len(groups))
-
-
-def _readable_log_mels(dataset: SpeechDataset) -> Iterator[tuple[int, torch.Tensor]]:
-    """(index, log-mels) of each utterance whose audio can be read (the others are reported when
-    they are decoded)."""
-    for index in range(len(dataset)):
-        try:
-            yield index, dataset.extractor.log_mel(dataset.waveform(index))
-        except AudioError:
-            continue
 
 
 def _own_stats(log_mel: torch.Tensor) -> Stats:

@@ -230,7 +230,13 @@ class SpeechDataset(Dataset):
             raise ConfigError(f"speaker normalization: a pool of {seconds} s of audio; it must be 0 or more")
         wanted = [i for i, u in enumerate(self.utterances) if mode is SpeakerNorm.nearest or u.speaker is not None]
         readable: list[int] = []
-        sums = FrameSums.of(self._readable_log_mels(wanted, readable))
+
+        def log_mels() -> Iterator[torch.Tensor]:
+            for index, feats in self.readable_log_mels(wanted, "speaker statistics"):
+                readable.append(index)
+                yield feats
+
+        sums = FrameSums.of(log_mels())
         self.norm_stats = {}
         if not readable:
             return
@@ -241,15 +247,15 @@ class SpeechDataset(Dataset):
         stats = pooled_stats(sums, pools)
         self.norm_stats = {index: own for index, own in zip(readable, stats) if own is not None}
 
-    def _readable_log_mels(self, indices: list[int], readable: list[int]) -> Iterator[torch.Tensor]:
-        """Log-mels of the utterances ``indices`` that can be read; ``readable`` gets their indices."""
-        for index in tqdm(indices, desc="speaker statistics", leave=False, disable=None):
+    def readable_log_mels(self, indices: Sequence[int], desc: str) -> Iterator[tuple[int, torch.Tensor]]:
+        """(index, un-normalized log-mels) of each of the utterances ``indices`` whose audio can be
+        read, under a progress bar named ``desc``."""
+        for index in tqdm(indices, desc=desc, leave=False, disable=None):
             try:
                 feats = self.extractor.log_mel(self.waveform(index))
             except AudioError:
                 continue  # reported when the utterance itself is read
-            readable.append(index)
-            yield feats
+            yield index, feats
 
     def waveform(self, index: int) -> torch.Tensor:
         """(T,) samples of utterance ``index`` at the extractor's rate."""
