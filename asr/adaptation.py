@@ -10,11 +10,16 @@ where the last fit ended.
 A scale ``s`` and shift ``b`` on normalized features ``x = (f - m) / σ`` are normalization with
 the mean ``m - bσ/s`` and the standard deviation ``σ/s``, so a fit comes out as new normalization
 statistics, applied as pooled speaker statistics are (:mod:`asr.speaker_norm`).
+
+A stream (:class:`OnlineAdaptation`) has no second pass: after each final result, the transform is
+fitted again to the finished segments so far and their final transcripts, and the segments that
+follow are heard through it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -53,6 +58,10 @@ class ScaleShift:
     def identity(cls, dim: int) -> ScaleShift:
         return cls(torch.zeros(dim), torch.zeros(dim))
 
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        """(T, F) normalized features -> the same, transformed."""
+        return features * self.log_scale.exp() + self.shift
+
     def apply_to(self, stats: Stats) -> Stats:
         """Normalization statistics whose output equals this transform of ``stats``' output."""
         mean, std = stats[0], stats[1].clamp_min(STD_FLOOR)
@@ -71,6 +80,7 @@ def speaker_groups(speakers: Sequence[str | None], use_labels: bool = True) -> l
     return list(groups.values())
 
 
+@torch.inference_mode(False)  # a caller inside inference_mode (a stream fed from it) still gets a fit
 def fit_scale_shift(model: AcousticModel, features: Sequence[torch.Tensor], targets: Sequence[Sequence[int]],
                     start: ScaleShift, options: AdaptOptions = AdaptOptions(), seed: int = 0) -> ScaleShift:
     """The transform of normalized ``features`` (each (T, F)) under which ``model`` (frozen, in eval
@@ -94,8 +104,10 @@ def fit_scale_shift(model: AcousticModel, features: Sequence[torch.Tensor], targ
                 for b in torch.randperm(len(batches), generator=generator).tolist():
                     batch = batches[b]
                     # each utterance transformed before padding: padded frames stay zeros, as in decoding
+                    # (cloned: features made under inference_mode cannot be saved for backward)
+                    transform = ScaleShift(log_scale, shift)
                     padded = torch.nn.utils.rnn.pad_sequence(
-                        [features[i].to(device) * log_scale.exp() + shift for i in batch], batch_first=True)
+                        [transform(features[i].to(device).clone()) for i in batch], batch_first=True)
                     loss = _ctc_per_frame(model, padded, torch.tensor([len(features[i]) for i in batch]),
                                           [targets[i] for i in batch])
                     # the transform's gradients only: the model's parameters stay untouched
@@ -142,6 +154,40 @@ def adapt_speakers(dataset: SpeechDataset, model: AcousticModel, transcribe: Cal
                                         start, options, seed=round_)
             dataset.norm_stats.update({i: fitted[g].apply_to(base[i]) for i in group if i in base})
         log.info("speaker adaptation, round %d: %d of %d speakers fitted", round_ + 1, len(fitted), len(groups))
+
+
+class OnlineAdaptation:
+    """Speaker adaptation of a stream (one speaker throughout): :meth:`add` keeps finished
+    segments' un-normalized features with their final transcripts (the most recent
+    ``keep_seconds`` of segments whose finals have words) and fits :attr:`transform` again, from
+    where it stood, to all it keeps. Results already given stay as they were; the segments that
+    follow are normalized through the new transform."""
+
+    def __init__(self, model: AcousticModel, dim: int, seconds_per_frame: float,
+                 options: AdaptOptions = AdaptOptions(), keep_seconds: float = 120.0):
+        self.model, self.options = model, options
+        self.seconds_per_frame, self.keep_seconds = seconds_per_frame, keep_seconds
+        self.transform = ScaleShift.identity(dim)
+        self.kept: deque[tuple[torch.Tensor, list[int]]] = deque()  # (T, F) log-mels, token ids
+        self.fits = 0
+
+    def add(self, segments: Sequence[tuple[torch.Tensor, Sequence[int]]],
+            normalize: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Keep finished ``segments``, each (T, F) log-mels and its final transcript's token ids (one
+        without words is not kept), then refit once ``options.min_seconds`` are kept. ``normalize``
+        gives each kept segment's features as the stream normalizes them now, before the transform."""
+        self.kept.extend((log_mel, list(tokens)) for log_mel, tokens in segments if tokens)
+        while len(self.kept) > 1 and self._seconds() > self.keep_seconds:
+            self.kept.popleft()
+        if self._seconds() < self.options.min_seconds:
+            return
+        features = [normalize(segment) for segment, _ in self.kept]
+        self.transform = fit_scale_shift(self.model, features, [tokens for _, tokens in self.kept], self.transform,
+                                         self.options, seed=self.fits)
+        self.fits += 1
+
+    def _seconds(self) -> float:
+        return sum(len(segment) for segment, _ in self.kept) * self.seconds_per_frame
 
 
 def _own_stats(log_mel: torch.Tensor) -> Stats:

@@ -64,8 +64,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     writer, interrupted = TranscriptWriter(utts, fmt, args.output_dir), False
     try:
         for index, transcript in recognizer.recognize(utts, timestamps=fmt is not OutputFormat.txt,
-                                                      speaker_norm=args.speaker_norm, pool_seconds=args.pool_seconds,
-                                                      adapt=args.adapt_rounds if args.adapt else 0):
+                                                      **speaker_options(args)):
             if transcript.error is None:
                 writer.finished(index, transcript)
             elif total == 1:
@@ -140,7 +139,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def stream_options(args: argparse.Namespace) -> dict:
     return dict(chunk_ms=args.chunk_ms, right_context_ms=args.right_context_ms,
                 endpoint_silence_ms=args.endpoint_silence_ms, max_segment_s=args.max_segment,
-                final_pass=args.final_pass, speaker_norm=args.speaker_norm)
+                final_pass=args.final_pass, speaker_norm=args.speaker_norm, adapt=args.adapt)
 
 
 COMPUTE_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
@@ -180,12 +179,17 @@ class EventLine:
         self.out.flush()
 
 
+def speaker_options(args: argparse.Namespace) -> dict:
+    """--speaker-norm, --pool-seconds, --adapt and --adapt-rounds as Recognizer.recognize's arguments."""
+    return dict(speaker_norm=args.speaker_norm, pool_seconds=args.pool_seconds,
+                adapt=args.adapt_rounds if args.adapt else 0)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from asr.transcribe import Recognizer
 
     recognizer = Recognizer.load(args.model, device=args.device, options=decoding_options(args))
-    rates = recognizer.evaluate(args.manifest, skip_bad=args.skip_bad, speaker_norm=args.speaker_norm,
-                                pool_seconds=args.pool_seconds, adapt=args.adapt_rounds if args.adapt else 0)
+    rates = recognizer.evaluate(args.manifest, skip_bad=args.skip_bad, **speaker_options(args))
     if args.report:
         rates.write_report(args.report)
         log.info("per-utterance errors: %s", args.report)

@@ -87,6 +87,10 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speaker-norm", action="store_true",
                    help="one speaker throughout (per stream): normalize each segment with the statistics of all the "
                    "speech so far, not its own alone (models with per-utterance normalization)")
+    p.add_argument("--adapt", action="store_true",
+                   help="one speaker throughout (per stream): after each final result, fit a feature scale and "
+                   "shift to the final transcripts so far; the segments that follow use them (models with "
+                   "per-utterance normalization; PyTorch checkpoints)")
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:

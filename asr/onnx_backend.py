@@ -63,7 +63,9 @@ def onnx_components(path: str | Path, device: str = "cpu") -> tuple[OnnxAcoustic
 
 class OnnxStreamingRecognizer(StreamingRecognizer):
     """Streaming with an exported model: a partial result after every ``chunk_ms`` of new audio
-    from the whole segment so far; the final from the whole segment (``final_pass="full"``)."""
+    from the whole segment so far; the final from the whole segment (``final_pass="full"``).
+    Never adapted (``adapt`` is refused: an exported model cannot be fitted to), so the
+    speaker transform the base class applies is left out here."""
 
     def _new_segment(self) -> None:
         super()._new_segment()

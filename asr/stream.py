@@ -17,6 +17,7 @@ from typing import Iterable, Iterator, Optional
 import numpy as np
 import torch
 
+from asr.adaptation import OnlineAdaptation
 from asr.decoding import greedy_decode
 from asr.errors import ConfigError
 from asr.features import RunningStats, StreamingFeatures
@@ -41,6 +42,9 @@ class StreamOptions:
     # one speaker throughout: each segment is normalized with the statistics of all the speech
     # so far, not its own alone (models with per-utterance normalization)
     speaker_norm: bool = False
+    # one speaker throughout: after each final result, a feature scale and shift are fitted to the
+    # finished segments' final transcripts (asr.adaptation.OnlineAdaptation); later segments use them
+    adapt: bool = False
 
     def validate(self) -> None:
         for name in ("chunk_ms", "endpoint_silence_ms", "max_segment_s"):
@@ -100,6 +104,12 @@ class StreamingRecognizer:
         if options.speaker_norm:
             recognizer.extractor.check_speaker_norm()
         self.speaker = RunningStats() if options.speaker_norm else None
+        self.adaptation: Optional[OnlineAdaptation] = None
+        self.to_adapt: list[tuple[torch.Tensor, tuple[int, ...]]] = []  # finished segments not yet fitted to
+        if options.adapt:
+            recognizer.check_adaptable()
+            extractor = recognizer.extractor
+            self.adaptation = OnlineAdaptation(model, extractor.dim, extractor.cfg.hop_ms / 1000)
         self.vad = webrtcvad.Vad(options.vad_aggressiveness)
         self.vad_samples = self.rate * VAD_FRAME_MS // 1000
         self.samples_seen = 0  # since the start of the stream
@@ -110,6 +120,9 @@ class StreamingRecognizer:
     def accept(self, samples: np.ndarray | torch.Tensor) -> list[StreamEvent]:
         """(N,) float32 mono samples at the model's rate → the events they caused."""
         block = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if self.to_adapt:  # here, not at the endpoint: their final results are out already
+            segments, self.to_adapt = self.to_adapt, []
+            self.adaptation.add(segments, self._normalize_segment)
         self.unvadded = np.concatenate([self.unvadded, block])
         events: list[StreamEvent] = []
         whole = len(self.unvadded) // self.vad_samples * self.vad_samples
@@ -157,7 +170,7 @@ class StreamingRecognizer:
     def _feed(self, samples: np.ndarray) -> list[StreamEvent]:
         self.samples_seen += len(samples)
         self.segment_samples += len(samples)
-        self._stack(self.features.accept(torch.from_numpy(samples)), final=False)
+        self._stack(self._adapted(self.features.accept(torch.from_numpy(samples))), final=False)
         events = []
         while self.pending.shape[0] >= self.chunk + self.right:
             provisional = self._step(self.chunk)
@@ -203,7 +216,7 @@ class StreamingRecognizer:
 
     def _endpoint(self) -> list[StreamEvent]:
         """Decode the rest of the segment without look-ahead beyond its end, commit it, start anew."""
-        self._stack(self.features.finish(), final=True)
+        self._stack(self._adapted(self.features.finish()), final=True)
         if self.options.final_pass == "chunked":  # a full final pass recomputes every frame anyway
             while self.pending.shape[0] > self.chunk + self.right:
                 self._step(self.chunk)
@@ -217,8 +230,11 @@ class StreamingRecognizer:
             text = self.recognizer.tokenizer.decode(nbest[0].tokens).strip() if nbest else ""
             if text or self.last_text:
                 events.append(StreamEvent("final", text, self.segment_start / self.rate, self.samples_seen / self.rate))
+            raw = torch.cat(self.features.raw)
             if self.speaker is not None:  # a segment with speech: the speaker's statistics grow by it
-                self.speaker.add(torch.cat(self.features.raw))
+                self.speaker.add(raw)
+            if self.adaptation is not None and text:
+                self.to_adapt.append((raw, nbest[0].tokens))
         self._new_segment()
         return events
 
@@ -229,9 +245,20 @@ class StreamingRecognizer:
         # the segment's features as the offline front end computes them (with "utterance"
         # normalization the chunks had running statistics; the whole segment's are known now)
         with torch.inference_mode():  # one chunk covering the segment: the offline forward pass
-            inputs = self.recognizer.model.subsample(self.features.utterance().unsqueeze(0).to(self._device))
+            features = self._adapted(self.features.utterance())
+            inputs = self.recognizer.model.subsample(features.unsqueeze(0).to(self._device))
             log_probs, _ = forward_chunk(self.recognizer.model, inputs, inputs.shape[1])
         return log_probs[0].cpu()
+
+    def _adapted(self, features: torch.Tensor) -> torch.Tensor:
+        """(T, F) normalized features through the speaker's transform so far (with ``adapt``)."""
+        return features if self.adaptation is None else self.adaptation.transform(features)
+
+    def _normalize_segment(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """A finished segment's features normalized as the full final pass would normalize them
+        now (with ``final_pass="chunked"`` too: the chunks' running statistics approximate them)."""
+        stats = None if self.speaker is None else tuple(x.float() for x in self.speaker.mean_std())
+        return self.recognizer.extractor.normalize(log_mel, stats)
 
 
 def stream_events(recognizer: StreamingRecognizer, blocks: Iterable[np.ndarray]) -> Iterator[StreamEvent]:

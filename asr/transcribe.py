@@ -189,12 +189,17 @@ class Recognizer:
                 rates.skip(t.key, skip_or_raise(t.error, skip_bad))
         return rates
 
-    def _adapt(self, dataset: SpeechDataset, rounds: int, use_labels: bool, progress: bool) -> None:
-        """Speaker adaptation of ``dataset``'s normalization statistics (:mod:`asr.adaptation`)."""
+    def check_adaptable(self) -> None:
+        """Speaker adaptation (:mod:`asr.adaptation`) fits features to this model: a ConfigError
+        unless it is a PyTorch checkpoint trained with per-utterance normalization."""
         if not isinstance(self.model, AcousticModel):
             raise ConfigError("speaker adaptation needs a PyTorch checkpoint (model.pt): an ONNX export cannot be "
                               "fitted to")
         self.extractor.check_speaker_norm("speaker adaptation")
+
+    def _adapt(self, dataset: SpeechDataset, rounds: int, use_labels: bool, progress: bool) -> None:
+        """Speaker adaptation of ``dataset``'s normalization statistics (:mod:`asr.adaptation`)."""
+        self.check_adaptable()
 
         def first_pass() -> dict[int, Sequence[int]]:
             return {index: nbest[0].tokens for index, nbest, _, error in self._batches(dataset, False, progress)

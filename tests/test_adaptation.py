@@ -1,10 +1,15 @@
 """Two-pass speaker adaptation: a per-speaker scale and shift of the features, fitted to transcripts."""
 
+import copy
+import json
+import math
+
 import pytest
+import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from asr.adaptation import AdaptOptions, ScaleShift, adapt_speakers, fit_scale_shift, speaker_groups
+from asr.adaptation import AdaptOptions, OnlineAdaptation, ScaleShift, adapt_speakers, fit_scale_shift, speaker_groups
 from asr.audio import load_audio
 from asr.corpora.voices import espeak_voice
 from asr.data import SpeechDataset, Utterance, write_manifest
@@ -155,6 +160,9 @@ def test_an_onnx_model_cannot_be_adapted(learned, speakers, tmp_path):
     onnx = export_onnx(path, tmp_path / "model.onnx")
     with pytest.raises(AsrError, match=r"speaker adaptation needs a PyTorch checkpoint \(model.pt\)"):
         Recognizer.load(onnx).evaluate(speakers, adapt=1)
+    streamed = run_cli("stream", str(onnx), "--input", str(speakers[0].audio_filepath), "--no-realtime", "--adapt")
+    assert streamed.returncode != 0 and streamed.stderr.strip().splitlines()[-1].endswith(
+        "speaker adaptation needs a PyTorch checkpoint (model.pt): an ONNX export cannot be fitted to")
 
 
 def test_the_last_pass_decodes_with_the_adapted_statistics(learned, speakers, monkeypatch):
@@ -176,3 +184,112 @@ def test_the_last_pass_decodes_with_the_adapted_statistics(learned, speakers, mo
         expected, _ = learned.model(features[None], torch.tensor([len(features)]))
         assert torch.allclose(transcript.log_probs, expected[0], atol=1e-5)
         assert not torch.allclose(transcript.log_probs, plain[index].log_probs, atol=1e-3)
+
+
+# ---- streaming: refitted after each final result ------------------------------------------
+
+
+def _greedy_text(recognizer: Recognizer, features: torch.Tensor) -> str:
+    log_probs, lengths = recognizer.model(features[None], torch.tensor([len(features)]))
+    return recognizer.tokenizer.decode(greedy_decode(log_probs, lengths)[0].tokens).strip()
+
+
+def test_online_adaptation_fitted_to_the_transcripts_undoes_a_distortion(learned, speakers):
+    extractor, voice = learned.extractor, speakers[:3]
+    log_mels = [extractor.log_mel(load_audio(u.audio_filepath, 16000)) for u in voice]
+    targets = [learned.tokenizer.encode(u.text) for u in voice]
+
+    def distorted(log_mel: torch.Tensor) -> torch.Tensor:  # features as a mismatched channel gives them
+        return extractor.normalize(log_mel) * 1.5 - 0.5
+
+    online = OnlineAdaptation(learned.model, 80, extractor.cfg.hop_ms / 1000, AdaptOptions(epochs=100, lr=0.02))
+    assert sum(_greedy_text(learned, distorted(m)) != u.text for m, u in zip(log_mels, voice)) >= 2
+    online.add([(log_mels[0], [])], distorted)  # a final without words is not kept
+    assert not online.kept
+    for log_mel, tokens in zip(log_mels, targets):
+        online.add([(log_mel, tokens)], distorted)
+    assert online.fits >= 1  # once 5 s of speech are kept
+    assert [_greedy_text(learned, online.transform(distorted(m))) for m in log_mels] == [u.text for u in voice]
+    short = OnlineAdaptation(learned.model, 80, extractor.cfg.hop_ms / 1000, keep_seconds=1.0)
+    short.add(list(zip(log_mels, targets)), distorted)
+    assert len(short.kept) == 1 and short.fits == 0  # the last segment only: too little to fit
+
+
+def _mismatched(model: AcousticModel, scale: float) -> AcousticModel:
+    """``model`` made to expect features ``x * scale`` (folded into the first layer's input
+    weights): the mismatch a voice or channel makes, in a form whose cure is known. (A shift
+    would also move the zero frames that pad a segment's end.)"""
+    mismatched = copy.deepcopy(model)
+    lstm = mismatched.rnns[0]
+    with torch.no_grad():
+        for direction in ("l0", "l0_reverse"):
+            getattr(lstm, f"weight_ih_{direction}").div_(scale)
+    return mismatched
+
+
+def _one_voice_recording(speakers, path) -> list:
+    """One voice's three utterances, twice, 1 s apart (a pause of 0.6 s ends a segment), written
+    to ``path``; returned in 20 ms blocks, as a microphone delivers them."""
+    pause = torch.zeros(16000)
+    samples = torch.cat([torch.cat([load_audio(u.audio_filepath, 16000), pause]) for u in speakers[:3] * 2])
+    sf.write(path, samples.numpy(), 16000)
+    return [block.numpy() for block in torch.split(samples, 320)]
+
+
+def _finals(events) -> list[str]:
+    return [e.text for e in events if e.type == "final"]
+
+
+def test_a_stream_hears_later_segments_through_the_speakers_transform(learned, speakers, tmp_path):
+    from asr.stream import stream_events
+
+    blocks = _one_voice_recording(speakers, tmp_path / "voice.wav")
+    plain = list(learned.stream(blocks))
+    mismatched = Recognizer(_mismatched(learned.model, 2.0), learned.extractor, learned.tokenizer, "cpu")
+    unadapted = list(mismatched.stream(blocks))
+    assert _finals(unadapted) != _finals(plain)
+    cured = mismatched.streamer(adapt=True)  # the known cure, held fixed: partials and finals as the original's
+    cured.adaptation.transform = ScaleShift(torch.full((80,), math.log(2.0)), torch.zeros(80))
+    cured.adaptation.options = AdaptOptions(min_seconds=math.inf)
+    assert list(stream_events(cured, blocks)) == plain
+    adapted = mismatched.streamer(adapt=True)  # refitted after each final, from its own transcripts
+    finals = _finals(stream_events(adapted, blocks))
+    assert len(finals) == 6 and adapted.adaptation.fits >= 3
+    assert finals[0] == _finals(unadapted)[0]  # before any fit, as without --adapt
+
+
+def test_a_stream_fits_each_segment_normalized_as_its_final_pass_was(learned, speakers, tmp_path):
+    from asr.stream import stream_events
+
+    blocks = _one_voice_recording(speakers, tmp_path / "voice.wav")
+    streamer = learned.streamer(speaker_norm=True, adapt=True)
+    final_passes, fitted = [], []
+    final_log_probs, add = streamer._final_log_probs, streamer.adaptation.add
+
+    def final_pass():
+        final_passes.append(streamer.features.utterance())
+        return final_log_probs()
+
+    def adding(segments, normalize):
+        fitted.extend(normalize(log_mel) for log_mel, _ in segments)
+        add(segments, normalize)
+
+    streamer._final_log_probs, streamer.adaptation.add = final_pass, adding
+    assert len(_finals(stream_events(streamer, blocks))) == 6
+    assert len(fitted) == 6  # each taken in with the block after its final (the pause goes on)
+    for features, heard in zip(fitted, final_passes):
+        assert torch.allclose(features, heard, atol=1e-5)
+
+
+def test_stream_adapt_from_the_cli_equals_python_and_bad_models_are_one_line(learned, speakers, tmp_path):
+    path = saved(learned, tmp_path / "model.pt")
+    wav = tmp_path / "voice.wav"
+    blocks = _one_voice_recording(speakers, wav)
+    done = run_cli("stream", str(path), "--input", str(wav), "--no-realtime", "--json", "--speaker-norm", "--adapt")
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    expected = learned.stream(blocks, speaker_norm=True, adapt=True)
+    assert [e for e in events if e["type"] == "final"] == [e.as_dict() for e in expected if e.type == "final"]
+    with pytest.raises(ConfigError, match="speaker adaptation needs a model trained with features.normalization"):
+        Recognizer(learned.model, FeatureExtractor(FeatureConfig()), learned.tokenizer, "cpu").streamer(adapt=True)
+

@@ -120,8 +120,14 @@ def main() -> None:
     parser.add_argument("--speaker", help="every string from this FSDD speaker (default: the five in turn)")
     parser.add_argument("--speaker-norm", action="store_true",
                         help="asr stream --speaker-norm: each segment normalized with all the speech so far")
+    parser.add_argument("--adapt", action="store_true",
+                        help="asr stream --adapt: the speaker's transform refitted after each final result")
+    parser.add_argument("--lm", help="an n-gram LM (ARPA) for beam search, in every decode (its tuned weights)")
+    parser.add_argument("--no-microphone", action="store_true",
+                        help="only the file stream and the offline transcription (no PulseAudio, not in real time)")
     args = parser.parse_args()
-    options = ["--speaker-norm"] if args.speaker_norm else []
+    options = [f"--{name.replace('_', '-')}" for name in ("speaker_norm", "adapt") if getattr(args, name)]
+    decoding = ["--lm", str(Path(args.lm).resolve())] if args.lm else []
     model = Path(args.model).resolve()
     if not model.is_file():
         sys.exit(f"live_check: {model}: model not found (run bash recipes/synth/run.sh first)")
@@ -129,25 +135,34 @@ def main() -> None:
         recording = Path(tmp) / "live.wav"
         texts = build_recording(Path(args.fsdd), args.strings, args.seed, recording, args.speaker)
         truth, seconds = " ".join(texts), sf.info(str(recording)).duration
-        started = start_pulseaudio()
-        try:
-            heard = finals(through_microphone(model, recording, options))
-        finally:
-            if started:
-                subprocess.run(["pulseaudio", "--kill"], capture_output=True)
-        offline = asr("transcribe", str(model), str(recording)).strip()
-        from_file = finals(asr("stream", str(model), "--input", str(recording), "--json", "--no-realtime", *options))
+        heard = None if args.no_microphone else microphone_finals(model, recording, options + decoding)
+        offline = asr("transcribe", str(model), str(recording), *decoding).strip()
+        from_file = finals(asr("stream", str(model), "--input", str(recording), "--json", "--no-realtime",
+                               *options, *decoding))
     print(f"command: {' '.join(sys.argv)}")
     who = f"FSDD speaker {args.speaker}" if args.speaker else "the five FSDD speakers"
     print(f"recording: {args.strings} digit strings of {who}, {len(truth.split())} words, {seconds:.1f} s")
     print(f"truth:       {truth}")
-    print(f"microphone:  {heard}")
+    if heard is not None:
+        print(f"microphone:  {heard}")
     print(f"offline:     {offline}")
     rows = [("microphone finals vs truth", truth, heard), ("offline (asr transcribe) vs truth", truth, offline),
             ("file stream (asr stream --input) vs truth", truth, from_file),
             ("microphone finals vs offline", offline, heard)]
     for name, reference, hypothesis in rows:
-        print(f"{name:45s} {score([reference], [hypothesis]).summary()}")
+        if hypothesis is not None:
+            print(f"{name:45s} {score([reference], [hypothesis]).summary()}")
+
+
+def microphone_finals(model: Path, recording: Path, options: list[str]) -> str:
+    """The finals of ``asr stream`` through the PulseAudio virtual microphone (started here if
+    none runs, and stopped again)."""
+    started = start_pulseaudio()
+    try:
+        return finals(through_microphone(model, recording, options))
+    finally:
+        if started:
+            subprocess.run(["pulseaudio", "--kill"], capture_output=True)
 
 
 if __name__ == "__main__":
