@@ -4,8 +4,10 @@ A first pass transcribes a speaker's utterances. Then a scale and a shift per fe
 are fitted so that the frozen acoustic model gives those transcripts the highest CTC likelihood,
 and the utterances are transcribed again with them. This is Kaldi's two-pass fMLLR decoding with a
 diagonal transform: 2F numbers per speaker (160 for 80 mel bins), few enough that a minute of one-word clips fits them
-without the model learning its own first-pass errors. Each round decodes, then fits again from
-where the last fit ended.
+without the model learning its own first-pass errors. Like Kaldi's confidence-weighted
+adaptation, only the transcripts the model is surest of are fitted to (half of each speaker's, by
+their CTC likelihood per token), since the doubtful ones are the likely errors. Each round
+decodes, then fits again from where the last fit ended.
 
 A scale ``s`` and shift ``b`` on normalized features ``x = (f - m) / σ`` are normalization with
 the mean ``m - bσ/s`` and the standard deviation ``σ/s``, so a fit comes out as new normalization
@@ -21,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +36,7 @@ from asr.model import AcousticModel
 log = logging.getLogger(__name__)
 
 Stats = tuple[torch.Tensor, torch.Tensor]  # (mean, std), each (F,)
+Transcribed = tuple[Sequence[int], float]  # a first pass's token ids and its confidence
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class AdaptOptions:
     lr: float = 0.01  # Adam, on the log-scale and the shift
     batch_frames: int = 4000  # padded feature frames per step
     min_seconds: float = 5.0  # a speaker with less transcribed audio is not fitted (keeps its statistics)
+    keep_fraction: float = 0.5  # of each speaker's transcripts, the surest this share are fitted to
 
 
 @dataclass
@@ -130,11 +134,29 @@ def _ctc_per_frame(model: AcousticModel, features: torch.Tensor, lengths: torch.
     return loss / lengths.sum()
 
 
-def adapt_speakers(dataset: SpeechDataset, model: AcousticModel, transcribe: Callable[[], dict[int, Sequence[int]]],
+def confidence(log_probs: torch.Tensor, tokens: Sequence[int]) -> float:
+    """How sure the model is of a transcript (non-empty token ids): its CTC log-likelihood under
+    (T', V) ``log_probs``, per token; minus infinity where the frames cannot hold it."""
+    loss = F.ctc_loss(log_probs.float()[:, None], torch.tensor([list(tokens)]), torch.tensor([log_probs.shape[0]]),
+                      torch.tensor([len(tokens)]), reduction="sum", zero_infinity=False)
+    return -loss.item() / len(tokens)
+
+
+def surest(transcribed: dict[int, Transcribed], candidates: Sequence[int], fraction: float) -> list[int]:
+    """Those of ``candidates`` (indices) with a non-empty transcript, the ``fraction`` (at least
+    one) of them with the highest confidence, in the order given."""
+    with_words = [i for i in candidates if i in transcribed and transcribed[i][0]]
+    ranked = sorted(with_words, key=lambda i: -transcribed[i][1])
+    chosen = set(ranked[: max(1, round(fraction * len(ranked)))])
+    return [i for i in with_words if i in chosen]
+
+
+def adapt_speakers(dataset: SpeechDataset, model: AcousticModel, transcribe: Callable[[], dict[int, Transcribed]],
                    options: AdaptOptions = AdaptOptions(), use_labels: bool = True) -> None:
-    """``options.rounds`` times: ``transcribe`` (token ids per utterance index, decoded with
-    the dataset's statistics as they stand), fit each speaker's transform (:func:`speaker_groups`)
-    to those transcripts, and set ``dataset.norm_stats`` to the adapted statistics."""
+    """``options.rounds`` times: ``transcribe`` (token ids and :func:`confidence` per utterance
+    index, decoded with the dataset's statistics as they stand), fit each speaker's transform
+    (:func:`speaker_groups`) to the surest of those transcripts, and set ``dataset.norm_stats``
+    to the adapted statistics."""
     base: dict[int, Stats] = {}
     features: dict[int, torch.Tensor] = {}  # normalized as the first pass normalizes them
     for index, log_mel in dataset.readable_log_mels(range(len(dataset)), "adaptation features"):
@@ -144,13 +166,13 @@ def adapt_speakers(dataset: SpeechDataset, model: AcousticModel, transcribe: Cal
     groups = speaker_groups([u.speaker for u in dataset.utterances], use_labels)
     fitted: dict[int, ScaleShift] = {}
     for round_ in range(options.rounds):
-        tokens = transcribe()
+        transcribed = transcribe()
         for g, group in enumerate(tqdm(groups, desc=f"adapt, round {round_ + 1}", leave=False, disable=None)):
-            members = [i for i in group if i in features and tokens.get(i)]
+            members = surest(transcribed, [i for i in group if i in features], options.keep_fraction)
             if sum(len(features[i]) for i in members) * seconds_per_frame < options.min_seconds:
                 continue
             start = fitted.get(g) or ScaleShift.identity(dataset.extractor.cfg.n_mels)
-            fitted[g] = fit_scale_shift(model, [features[i] for i in members], [tokens[i] for i in members],
+            fitted[g] = fit_scale_shift(model, [features[i] for i in members], [transcribed[i][0] for i in members],
                                         start, options, seed=round_)
             dataset.norm_stats.update({i: fitted[g].apply_to(base[i]) for i in group if i in base})
         log.info("speaker adaptation, round %d: %d of %d speakers fitted", round_ + 1, len(fitted), len(groups))
@@ -160,34 +182,37 @@ class OnlineAdaptation:
     """Speaker adaptation of a stream (one speaker throughout): :meth:`add` keeps finished
     segments' un-normalized features with their final transcripts (the most recent
     ``keep_seconds`` of segments whose finals have words) and fits :attr:`transform` again, from
-    where it stood, to all it keeps. Results already given stay as they were; the segments that
-    follow are normalized through the new transform."""
+    where it stood, to the surest of them. Results already given stay as they were; the segments
+    that follow are normalized through the new transform."""
 
     def __init__(self, model: AcousticModel, dim: int, seconds_per_frame: float,
                  options: AdaptOptions = AdaptOptions(), keep_seconds: float = 120.0):
         self.model, self.options = model, options
         self.seconds_per_frame, self.keep_seconds = seconds_per_frame, keep_seconds
         self.transform = ScaleShift.identity(dim)
-        self.kept: deque[tuple[torch.Tensor, list[int]]] = deque()  # (T, F) log-mels, token ids
+        self.kept: deque[tuple[torch.Tensor, Transcribed]] = deque()  # (T, F) log-mels, the final
         self.fits = 0
 
-    def add(self, segments: Sequence[tuple[torch.Tensor, Sequence[int]]],
+    def add(self, segments: Sequence[tuple[torch.Tensor, Transcribed]],
             normalize: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        """Keep finished ``segments``, each (T, F) log-mels and its final transcript's token ids (one
-        without words is not kept), then refit once ``options.min_seconds`` are kept. ``normalize``
-        gives each kept segment's features as the stream normalizes them now, before the transform."""
-        self.kept.extend((log_mel, list(tokens)) for log_mel, tokens in segments if tokens)
-        while len(self.kept) > 1 and self._seconds() > self.keep_seconds:
+        """Keep finished ``segments``, each (T, F) log-mels with its final's token ids and
+        :func:`confidence` (one without words is not kept), then refit to the surest of them once
+        those hold ``options.min_seconds``. ``normalize`` gives a kept segment's features as the
+        stream normalizes them now, before the transform."""
+        self.kept.extend((log_mel, final) for log_mel, final in segments if final[0])
+        while len(self.kept) > 1 and self._seconds(range(len(self.kept))) > self.keep_seconds:
             self.kept.popleft()
-        if self._seconds() < self.options.min_seconds:
+        members = surest({i: final for i, (_, final) in enumerate(self.kept)}, range(len(self.kept)),
+                         self.options.keep_fraction)
+        if self._seconds(members) < self.options.min_seconds:
             return
-        features = [normalize(segment) for segment, _ in self.kept]
-        self.transform = fit_scale_shift(self.model, features, [tokens for _, tokens in self.kept], self.transform,
+        features = [normalize(self.kept[i][0]) for i in members]
+        self.transform = fit_scale_shift(self.model, features, [self.kept[i][1][0] for i in members], self.transform,
                                          self.options, seed=self.fits)
         self.fits += 1
 
-    def _seconds(self) -> float:
-        return sum(len(segment) for segment, _ in self.kept) * self.seconds_per_frame
+    def _seconds(self, members: Iterable[int]) -> float:
+        return sum(len(self.kept[i][0]) for i in members) * self.seconds_per_frame
 
 
 def _own_stats(log_mel: torch.Tensor) -> Stats:

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator, Optional
 import numpy as np
 import torch
 
-from asr.adaptation import OnlineAdaptation
+from asr.adaptation import OnlineAdaptation, Transcribed, confidence
 from asr.decoding import greedy_decode
 from asr.errors import ConfigError
 from asr.features import RunningStats, StreamingFeatures
@@ -105,7 +105,7 @@ class StreamingRecognizer:
             recognizer.extractor.check_speaker_norm()
         self.speaker = RunningStats() if options.speaker_norm else None
         self.adaptation: Optional[OnlineAdaptation] = None
-        self.to_adapt: list[tuple[torch.Tensor, tuple[int, ...]]] = []  # finished segments not yet fitted to
+        self.to_adapt: list[tuple[torch.Tensor, Transcribed]] = []  # finished segments not yet fitted to
         if options.adapt:
             recognizer.check_adaptable()
             extractor = recognizer.extractor
@@ -234,7 +234,7 @@ class StreamingRecognizer:
             if self.speaker is not None:  # a segment with speech: the speaker's statistics grow by it
                 self.speaker.add(raw)
             if self.adaptation is not None and text:
-                self.to_adapt.append((raw, nbest[0].tokens))
+                self.to_adapt.append((raw, (nbest[0].tokens, confidence(frames, nbest[0].tokens))))
         self._new_segment()
         return events
 

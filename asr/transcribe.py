@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from asr.adaptation import AdaptOptions, adapt_speakers
+from asr.adaptation import AdaptOptions, Transcribed, adapt_speakers, confidence
 from asr.alignment import word_timings
 from asr.audio import audio_files, audio_info, resample
 from asr.checkpoint import build_components, load_checkpoint
@@ -201,8 +201,9 @@ class Recognizer:
         """Speaker adaptation of ``dataset``'s normalization statistics (:mod:`asr.adaptation`)."""
         self.check_adaptable()
 
-        def first_pass() -> dict[int, Sequence[int]]:
-            return {index: nbest[0].tokens for index, nbest, _, error in self._batches(dataset, False, progress)
+        def first_pass() -> dict[int, Transcribed]:
+            return {index: (nbest[0].tokens, confidence(log_probs, nbest[0].tokens) if nbest[0].tokens else 0.0)
+                    for index, nbest, log_probs, error in self._batches(dataset, True, progress)
                     if error is None and nbest}
 
         adapt_speakers(dataset, self.model, first_pass, AdaptOptions(rounds=rounds), use_labels)
