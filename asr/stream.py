@@ -43,7 +43,7 @@ class StreamOptions:
     # so far, not its own alone (models with per-utterance normalization)
     speaker_norm: bool = False
     # one speaker throughout: after each final result, a feature scale and shift are fitted to the
-    # finished segments' final transcripts (asr.adaptation.OnlineAdaptation); later segments use them
+    # surest of the finished segments' finals (asr.adaptation.OnlineAdaptation); later segments use them
     adapt: bool = False
 
     def validate(self) -> None:
