@@ -14,13 +14,14 @@ the mean ``m - bσ/s`` and the standard deviation ``σ/s``, so a fit comes out a
 statistics, applied as pooled speaker statistics are (:mod:`asr.speaker_norm`).
 
 A stream (:class:`OnlineAdaptation`) has no second pass: after each final result, the transform is
-fitted again to the finished segments so far and their final transcripts, and the segments that
-follow are heard through it.
+fitted again to the surest half of the last 120 s of finished segments and their final
+transcripts, and the segments that follow are heard through it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
@@ -32,6 +33,7 @@ from tqdm import tqdm
 from asr.data import BucketBatchSampler, SpeechDataset
 from asr.features import STD_FLOOR
 from asr.model import AcousticModel
+from asr.tokenizer import BLANK_ID
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ class AdaptOptions:
     epochs: int = 5  # passes over the speaker's utterances per fit
     lr: float = 0.01  # Adam, on the log-scale and the shift
     batch_frames: int = 4000  # padded feature frames per step
-    min_seconds: float = 5.0  # a speaker with less transcribed audio is not fitted (keeps its statistics)
+    min_seconds: float = 5.0  # a speaker whose surest transcripts hold less audio is not fitted
     keep_fraction: float = 0.5  # of each speaker's transcripts, the surest this share are fitted to
 
 
@@ -138,16 +140,17 @@ def confidence(log_probs: torch.Tensor, tokens: Sequence[int]) -> float:
     """How sure the model is of a transcript (non-empty token ids): its CTC log-likelihood under
     (T', V) ``log_probs``, per token; minus infinity where the frames cannot hold it."""
     loss = F.ctc_loss(log_probs.float()[:, None], torch.tensor([list(tokens)]), torch.tensor([log_probs.shape[0]]),
-                      torch.tensor([len(tokens)]), reduction="sum", zero_infinity=False)
-    return -loss.item() / len(tokens)
+                      torch.tensor([len(tokens)]), blank=BLANK_ID, reduction="sum", zero_infinity=False)
+    value = -loss.item() / len(tokens)
+    return value if not math.isnan(value) else -math.inf
 
 
 def surest(transcribed: dict[int, Transcribed], candidates: Sequence[int], fraction: float) -> list[int]:
     """Those of ``candidates`` (indices) with a non-empty transcript, the ``fraction`` (at least
     one) of them with the highest confidence, in the order given."""
     with_words = [i for i in candidates if i in transcribed and transcribed[i][0]]
-    ranked = sorted(with_words, key=lambda i: -transcribed[i][1])
-    chosen = set(ranked[: max(1, round(fraction * len(ranked)))])
+    ranked = sorted(with_words, key=lambda i: -transcribed[i][1])  # stable: ties keep the order given
+    chosen = set(ranked[: max(1, round(fraction * len(ranked)))])  # round(): an exact half goes to the even count
     return [i for i in with_words if i in chosen]
 
 
@@ -196,8 +199,9 @@ class OnlineAdaptation:
     def add(self, segments: Sequence[tuple[torch.Tensor, Transcribed]],
             normalize: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Keep finished ``segments``, each (T, F) log-mels with its final's token ids and
-        :func:`confidence` (one without words is not kept), then refit to the surest of them once
-        those hold ``options.min_seconds``. ``normalize`` gives a kept segment's features as the
+        :func:`confidence` as it was heard (one without words is not kept; confidences are not
+        recomputed under later transforms), then refit to the surest of them once those hold
+        ``options.min_seconds``. ``normalize`` gives a kept segment's features as the
         stream normalizes them now, before the transform."""
         self.kept.extend((log_mel, final) for log_mel, final in segments if final[0])
         while len(self.kept) > 1 and self._seconds(range(len(self.kept))) > self.keep_seconds:

@@ -85,6 +85,30 @@ def test_the_model_is_surer_of_the_right_transcripts_and_the_surest_half_is_fitt
     assert surest(transcribed, [4], 0.5) == [4] and surest(transcribed, [0, 1, 3, 4], 1.0) == [0, 1, 3, 4]
 
 
+def test_only_the_surest_half_of_each_speakers_transcripts_is_fitted_to(learned, speakers, monkeypatch):
+    import asr.adaptation
+
+    fitted_to = []
+
+    def recording_fit(model, features, targets, start, options, seed=0):
+        fitted_to.append(sorted(tuple(t) for t in targets))
+        return start
+
+    monkeypatch.setattr(asr.adaptation, "fit_scale_shift", recording_fit)
+    voice = speakers[:3] * 2  # one voice, 12 s
+    dataset = SpeechDataset(voice, learned.extractor, learned.tokenizer)
+    right = [dataset.targets[i].tolist() for i in range(len(voice))]
+    wrong = [learned.tokenizer.encode("zero")] * len(voice)
+    # the first three utterances transcribed right and sure, the last three wrong and doubtful
+    transcribed = {i: (right[i], -0.1 * i) if i < 3 else (wrong[i], -5.0 - i) for i in range(len(voice))}
+    adapt_speakers(dataset, learned.model, lambda: transcribed, AdaptOptions(rounds=1))
+    assert fitted_to == [sorted(tuple(t) for t in right[:3])]
+    online = OnlineAdaptation(learned.model, 80, learned.extractor.cfg.hop_ms / 1000)
+    online.add([(learned.extractor.log_mel(dataset.waveform(i)), transcribed[i]) for i in range(len(voice))],
+               learned.extractor.normalize)
+    assert fitted_to[1] == fitted_to[0]
+
+
 def test_speakers_are_labels_or_all_the_inputs_as_one():
     assert speaker_groups(["a", "b", None, "a", None]) == [[0, 3], [1], [2, 4]]
     assert speaker_groups(["a", "b", None, "a"], use_labels=False) == [[0, 1, 2, 3]]
@@ -270,9 +294,11 @@ def test_a_stream_hears_later_segments_through_the_speakers_transform(learned, s
     cured.adaptation.options = AdaptOptions(min_seconds=math.inf)
     assert list(stream_events(cured, blocks)) == plain
     adapted = mismatched.streamer(adapt=True)  # refitted after each final, from its own transcripts
+    adapted.adaptation.options = AdaptOptions(min_seconds=2.0)  # this voice's six segments hold 15 s
     finals = _finals(stream_events(adapted, blocks))
-    assert len(finals) == 6 and adapted.adaptation.fits >= 1  # once the surest half of them hold 5 s
+    assert len(finals) == 6 and adapted.adaptation.fits == 6  # each with the block after its final
     assert finals[0] == _finals(unadapted)[0]  # before any fit, as without --adapt
+    assert finals[1:] != _finals(unadapted)[1:]  # the later ones heard through the fitted transform
 
 
 def test_a_stream_fits_each_segment_normalized_as_its_final_pass_was(learned, speakers, tmp_path):
