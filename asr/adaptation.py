@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from asr.data import BucketBatchSampler, SpeechDataset
-from asr.features import STD_FLOOR
+from asr.features import STD_FLOOR, utterance_stats
 from asr.model import AcousticModel
 from asr.tokenizer import BLANK_ID
 
@@ -103,6 +103,7 @@ def fit_scale_shift(model: AcousticModel, features: Sequence[torch.Tensor], targ
     generator = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()  # no dropout: the transform must fit the model that decodes
+    transform = ScaleShift(log_scale, shift)  # the fitted tensors themselves
     try:
         # cuDNN's recurrent kernels have no backward pass in eval mode; PyTorch's own CUDA kernels do
         with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
@@ -111,7 +112,6 @@ def fit_scale_shift(model: AcousticModel, features: Sequence[torch.Tensor], targ
                     batch = batches[b]
                     # each utterance transformed before padding: padded frames stay zeros, as in decoding
                     # (cloned: features made under inference_mode cannot be saved for backward)
-                    transform = ScaleShift(log_scale, shift)
                     padded = torch.nn.utils.rnn.pad_sequence(
                         [transform(features[i].to(device).clone()) for i in batch], batch_first=True)
                     loss = _ctc_per_frame(model, padded, torch.tensor([len(features[i]) for i in batch]),
@@ -163,7 +163,7 @@ def adapt_speakers(dataset: SpeechDataset, model: AcousticModel, transcribe: Cal
     base: dict[int, Stats] = {}
     features: dict[int, torch.Tensor] = {}  # normalized as the first pass normalizes them
     for index, log_mel in dataset.readable_log_mels(range(len(dataset)), "adaptation features"):
-        base[index] = dataset.norm_stats.get(index) or _own_stats(log_mel)
+        base[index] = dataset.norm_stats.get(index) or utterance_stats(log_mel)
         features[index] = dataset.extractor.normalize(log_mel, base[index])
     seconds_per_frame = dataset.extractor.cfg.hop_ms / 1000
     groups = speaker_groups([u.speaker for u in dataset.utterances], use_labels)
@@ -217,8 +217,3 @@ class OnlineAdaptation:
 
     def _seconds(self, members: Iterable[int]) -> float:
         return sum(len(self.kept[i][0]) for i in members) * self.seconds_per_frame
-
-
-def _own_stats(log_mel: torch.Tensor) -> Stats:
-    """The statistics per-utterance normalization takes from the utterance itself."""
-    return log_mel.mean(0), log_mel.std(0, unbiased=False).clamp_min(STD_FLOOR)

@@ -104,7 +104,8 @@ class FeatureExtractor(torch.nn.Module):
         if mode is GLOBAL_NORM:
             return (feats - self.mean) / self.std
         if mode is NormMode.utterance:
-            return (feats - feats.mean(0)) / feats.std(0, unbiased=False).clamp_min(STD_FLOOR)
+            mean, std = utterance_stats(feats)
+            return (feats - mean) / std
         return feats
 
     def forward(self, waveform: torch.Tensor, warp: float = 1.0) -> torch.Tensor:
@@ -113,6 +114,12 @@ class FeatureExtractor(torch.nn.Module):
     def set_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.mean.copy_(mean)
         self.std.copy_(std)
+
+
+def utterance_stats(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(frames, F) -> the (mean, std), each (F,), that "utterance" normalization takes from the
+    frames themselves; the std floored at ``STD_FLOOR``."""
+    return feats.mean(0), feats.std(0, unbiased=False).clamp_min(STD_FLOOR)
 
 
 def feature_stats(features: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
