@@ -152,7 +152,7 @@ def synthesize(items: list[SynthItem], wav_dir: Path) -> list[Utterance]:
 
 def prepare_synth(out_dir: str | Path, size: int = 3000, seed: int = 0, workers: int = 4) -> dict[str, Path]:
     """Generate the corpus under ``out_dir`` (wav/ and {train,dev,test}.jsonl); returns the
-    manifests. Existing complete manifests are kept (the marker is the manifest itself)."""
+    manifests. Files already there are overwritten (the recipe's done-marker skips the stage)."""
     items = plan_corpus(size, seed)
     require_engines([item.request.voice for item in items])
     out_dir = Path(out_dir)
