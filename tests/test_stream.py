@@ -210,13 +210,16 @@ def test_file_and_stdin_sources_give_the_same_events(tiny_recognizer, tmp_path):
     _, model_path, manifest = tiny_recognizer
     path, _ = yesno_file(manifest)
     audio, rate = sf.read(path, dtype="int16")
-    wav16k = tmp_path / "sixteen.wav"  # stdin PCM at another rate than the model's: resampled on the fly
-    pcm16k = AF.resample(torch.from_numpy(audio.astype(np.float32) / 32768), rate, 16000).numpy()
-    sf.write(wav16k, pcm16k, 16000, subtype="FLOAT")
+    # stdin PCM at another rate than the model's: resampled on the fly. The file holds the very
+    # int16 samples stdin gets, so any difference in the events is the sources', not the input's.
+    resampled = AF.resample(torch.from_numpy(audio.astype(np.float32) / 32768), rate, 16000).numpy()
+    pcm16k = (np.clip(resampled, -1, 1) * 32767).astype("<i2")
+    wav16k = tmp_path / "sixteen.wav"
+    sf.write(wav16k, pcm16k, 16000, subtype="PCM_16")
     from_file = run_cli("stream", str(model_path), "--input", str(wav16k), "--no-realtime", "--json")
     from_stdin = subprocess.run(
         [sys.executable, "-m", "asr", "stream", str(model_path), "--input", "-", "--rate", "16000", "--json"],
-        input=(np.clip(pcm16k, -1, 1) * 32767).astype("<i2").tobytes(), capture_output=True, timeout=300,
+        input=pcm16k.tobytes(), capture_output=True, timeout=300,
     )
     assert from_file.returncode == 0 and from_stdin.returncode == 0, from_stdin.stderr
     file_events, stdin_events = parse_events(from_file.stdout), parse_events(from_stdin.stdout.decode())
