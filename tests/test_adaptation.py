@@ -52,8 +52,7 @@ def learned(speakers):
     recognizer = Recognizer(model, utterance_extractor(), tokenizer, "cpu")
     # A fixed number of steps can stop where the loss is low but one word is still wrong ("seven" read
     # as "sen"), and a machine's floating-point order decides which side: train until exact instead.
-    for step in range(1, 1501):
-        model.train()
+    for step in range(1, 1501):  # evaluate() puts the model back in training mode when it is done
         log_probs, out_lengths = model(padded, lengths)
         loss = F.ctc_loss(log_probs.transpose(0, 1), torch.cat(targets), out_lengths, torch.tensor([len(t) for t in targets]))
         optimizer.zero_grad()
