@@ -130,7 +130,8 @@ def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> Path:
 
 class ItemKey(NamedTuple):
     """What the sampler yields per utterance: augmentation randomness derives from (seed, epoch,
-    index) alone, so results do not depend on worker count or on where a run was resumed."""
+    index) alone, so the draws do not depend on worker count or on where a run was resumed (the
+    arithmetic can round differently in a worker, which computes with one thread)."""
 
     index: int
     epoch: int

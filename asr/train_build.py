@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,15 +65,29 @@ class Run:
     def accumulate(self) -> int:
         return self.cfg.trainer.grad_accum_steps
 
+    @property
+    def workers(self) -> int:
+        return loader_workers(self.cfg.data.num_workers, self.device)
+
     def loader(self) -> DataLoader:
         """The training batches of the current epoch from where it stands."""
         self.sampler.set_epoch(self.state.epoch, start_batch=self.state.batch_in_epoch)
-        workers = self.cfg.data.num_workers
+        workers = self.workers
         return DataLoader(self.train_set, batch_sampler=self.sampler, collate_fn=collate, num_workers=workers,
                           pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None,
                           # a private generator keeps worker seeding from consuming the global RNG (exact resume)
                           generator=torch.Generator().manual_seed(self.cfg.trainer.seed),
                           worker_init_fn=ignore_sigint if workers else None)
+
+
+def loader_workers(requested: int, device: torch.device, cores: int | None = None) -> int:
+    """Loader worker processes: ``requested`` (``data.num_workers``), or for -1 (auto) one beside a
+    GPU, none on a CPU of 4 cores or fewer (there a worker's augmentation takes a core from the
+    step's threads and the whole loop runs slower, docs/PERFORMANCE.md), else one."""
+    if requested >= 0:
+        return requested
+    cores = (os.cpu_count() or 1) if cores is None else cores
+    return 1 if device.type == "cuda" or cores > 4 else 0
 
 
 def build_run(cfg: TrainConfig, out_dir: Path, dist: Distributed) -> Run:

@@ -35,6 +35,7 @@ def test_overrides_and_group_choices():
         ("data.max_frames_per_batch=100", "data.max_frames_per_batch=100: smaller than one utterance"),
         ("model=nosuch", "Could not find 'model/nosuch' (available in 'model': bilstm_small, ds2_5x1024)"),
         ("decode.beam_size=0", "decode.beam_size=0: must be at least 1"),
+        ("data.num_workers=-2", "data.num_workers=-2: must be >= 0, or -1 (auto)"),
         ("decode.method=fast", "decode.method: Invalid value 'fast', expected one of [greedy, beam]"),
         ("decode.lm=/nonexistent/lm.arpa", "decode.lm=/nonexistent/lm.arpa: file not found"),
     ],

@@ -10,10 +10,17 @@ import torch
 from asr.checkpoint import load_checkpoint
 from asr.config import load_train_config
 from asr.train import train
-from asr.train_build import lr_factor
+from asr.train_build import loader_workers, lr_factor
 from asr.errors import ConfigError
 from conftest import tiny_config, tiny_overrides
 from asr.transcribe import Recognizer
+
+
+def test_loader_workers_auto_uses_none_on_a_small_cpu_and_one_beside_a_gpu():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [loader_workers(-1, cpu, cores) for cores in (1, 2, 4, 8)] == [0, 0, 0, 1]
+    assert loader_workers(-1, cuda, cores=2) == 1
+    assert loader_workers(3, cpu, cores=2) == 3 and loader_workers(0, cuda, cores=64) == 0  # asked for: as asked
 
 
 def test_learning_rate_warms_up_then_decays():
