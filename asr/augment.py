@@ -2,8 +2,9 @@
 
 Pure functions on (T,) waveforms (speed, noise at a signal-to-noise ratio, room reverberation,
 band-limiting and equalisation), a frequency warp of the spectrum for vocal-tract-length and
-pitch perturbation, SpecAugment masks on features, and :class:`WaveformAugmenter`, which draws
-one random chain of them (with silence at the edges and a gain) from a generator. The dataset seeds that generator from
+pitch perturbation (folded into the mel filters), SpecAugment masks on features, and
+:class:`WaveformAugmenter`, which draws one random chain of them (with silence at the edges and a
+gain) from a generator. The dataset seeds that generator from
 (seed, epoch, utterance), so augmentation is reproducible and a resumed run sees exactly the
 audio an uninterrupted one would.
 """
@@ -199,23 +200,24 @@ def _interpolate(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return values[left] * (1 - w) + values[right] * w
 
 
-def frequency_warp(n_freqs: int, alpha: float, boundary: float = 0.8) -> torch.Tensor:
-    """(n_freqs, n_freqs) matrix M with ``M @ power`` the spectrum whose frequencies are scaled
-    by ``alpha`` (Jaitly & Hinton's piecewise-linear VTLP warp, bins 0..n_freqs-1 spanning 0 to
-    Nyquist): linear up to ``boundary`` of Nyquist, then bent to keep Nyquist in place."""
-    top = n_freqs - 1
+def warp_filters(filters: torch.Tensor, alpha: float, boundary: float = 0.8) -> torch.Tensor:
+    """(n_freqs, n_mels) filters over bins 0..n_freqs-1 (0 to Nyquist) -> the filters that read the
+    spectrum with its frequencies scaled by ``alpha`` (Jaitly & Hinton's piecewise-linear VTLP warp:
+    linear up to ``boundary`` of Nyquist, then bent to keep Nyquist in place). Each warped bin is
+    the spectrum interpolated at its source frequency, between two bins: folded into the filters,
+    two scatter-adds."""
+    if alpha == 1.0:
+        return filters
+    top = filters.shape[0] - 1
     knee = boundary * top * min(alpha, 1.0) / alpha  # source frequency where the straight part ends
-    out = torch.arange(n_freqs, dtype=torch.float64)
+    out = torch.arange(top + 1, dtype=torch.float64)
     warped_knee = knee * alpha
     # invert the warp: the source frequency of each output bin
     source = torch.where(out <= warped_knee, out / alpha, top - (top - out) * (top - knee) / (top - warped_knee))
     left = source.floor().long().clamp(0, top)
     right = (left + 1).clamp(max=top)
-    w = (source - left).float()
-    matrix = torch.zeros(n_freqs, n_freqs)
-    matrix[torch.arange(n_freqs), left] += 1 - w
-    matrix[torch.arange(n_freqs), right] += w
-    return matrix
+    w = (source - left).to(filters.dtype).unsqueeze(1)
+    return torch.zeros_like(filters).index_add_(0, left, (1 - w) * filters).index_add_(0, right, w * filters)
 
 
 def spec_augment(feats: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:

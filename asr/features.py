@@ -14,7 +14,7 @@ from typing import Iterable
 import torch
 import torchaudio
 
-from asr.augment import frequency_warp
+from asr.augment import warp_filters
 from asr.errors import ConfigError
 
 
@@ -81,8 +81,7 @@ class FeatureExtractor(torch.nn.Module):
                 waveform = torch.nn.functional.pad(waveform, (0, shortest - samples))
             power = self.mel.spectrogram(waveform.float())  # (n_freqs, frames)
             filters = self.mel.mel_scale.fb  # (n_freqs, n_mels)
-            if warp != 1.0:
-                filters = frequency_warp(filters.shape[0], warp).T @ filters
+            filters = warp_filters(filters, warp)
             spec = (power.T @ filters)[: self.cfg.num_frames(samples)]  # (frames, n_mels)
             return torch.log(spec + 1e-6).contiguous()
 
