@@ -150,7 +150,7 @@ def synthesize(items: list[SynthItem], wav_dir: Path) -> list[Utterance]:
     return utts
 
 
-def prepare_synth(out_dir: str | Path, size: int = 3000, seed: int = 0, workers: int = 4) -> dict[str, Path]:
+def prepare_synth(out_dir: str | Path, size: int = 6000, seed: int = 0, workers: int = 4) -> dict[str, Path]:
     """Generate the corpus under ``out_dir`` (wav/ and {train,dev,test}.jsonl); returns the
     manifests. Files already there are overwritten (the recipe's done-marker skips the stage)."""
     items = plan_corpus(size, seed)
