@@ -4,9 +4,8 @@ Pure functions on (T,) waveforms (speed, noise at a signal-to-noise ratio, room 
 band-limiting and equalisation), a frequency warp of the spectrum for vocal-tract-length and
 pitch perturbation (folded into the mel filters), SpecAugment masks on features, and
 :class:`WaveformAugmenter`, which draws one random chain of them (with silence at the edges and a
-gain) from a generator. The dataset seeds that generator from
-(seed, epoch, utterance), so augmentation is reproducible and a resumed run sees exactly the
-audio an uninterrupted one would.
+gain) from a generator. The dataset seeds that generator from (seed, epoch, utterance), so
+augmentation is reproducible and a resumed run sees exactly the audio an uninterrupted one would.
 """
 
 from __future__ import annotations
