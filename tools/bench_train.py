@@ -7,11 +7,11 @@ machine's matmul roofline, side by side in one run.
 Both loops train the same model dimensions on the same precomputed features (feature extraction
 is out of the measurement: in real training it runs in loader workers, or between steps on a CPU
 of 4 cores or fewer). Reported per loop: useful frames per second (10 ms feature frames of real
-audio, padding not counted), the padded share of the frames computed, and seconds per step. asr's loop is the step ``asr train`` runs
-(``asr.train_step.train_step``) on the batches its sampler cuts: jittered length buckets capped
-by padded frames, each recurrent direction on the padded batch (the backward one reversed within
-each length; on a GPU, cuDNN on packed sequences, batches pinned), dropout, gradient clipping,
-fused AdamW. The reference
+audio, padding not counted), the padded share of the frames computed, and seconds per step.
+asr's loop is the step ``asr train`` runs (``asr.train_step.train_step``) on the batches its
+sampler cuts: jittered length buckets capped by padded frames, each recurrent direction on the
+padded batch (the backward one reversed within each length; on a GPU, cuDNN on packed sequences,
+batches pinned), dropout, gradient clipping, fused AdamW. The reference
 (tools/reference_train_loop.py) takes random fixed-size batches of the same mean size and runs
 one multi-layer ``nn.LSTM`` over the padding, without dropout or clipping.
 
