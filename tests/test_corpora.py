@@ -92,6 +92,18 @@ def test_a_missing_synthesizer_is_one_line_naming_its_package(monkeypatch):
             voices.require_engines([v for v in FESTIVAL_VOICES if v.name == "ked_diphone"])
 
 
+def test_every_espeak_variant_of_the_corpus_is_installed_and_an_unknown_one_is_an_error(monkeypatch):
+    import shutil
+
+    from asr.corpora import voices
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    voices.require_engines([espeak_voice("en-us", v) for v in TRAIN_VARIANTS + DEV_VARIANTS + TEST_VARIANTS])
+    with pytest.raises(AsrError, match=r"^espeak-ng has no voice variant nosuch \(espeak-ng --voices=variant"):
+        voices.require_engines([espeak_voice("en-us", "m3"), espeak_voice("en-gb", "nosuch")])
+
+
 def test_prepare_fsdd_splits_by_take_and_builds_connected_strings(tmp_path):
     data = fake_fsdd(tmp_path / "fsdd")
     counts = {"train": 6, "dev": 3, "test": 4}

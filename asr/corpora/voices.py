@@ -13,6 +13,7 @@ so their pitch is left to the training-time augmentation).
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -73,6 +74,18 @@ def require_engines(voices: list[Voice]) -> None:
         if voice.engine == "festival" and not _festival_voice_dirs(voice.name):
             package = FESTIVAL_VOICE_PACKAGES[voice.name]
             raise AsrError(f"festival voice {voice.name} is not installed (Debian: apt-get install {package})")
+    # espeak-ng speaks an unknown variant in its default voice without a word: checked here
+    wanted = {v.name.split("+")[1] for v in voices if v.engine == "espeak-ng" and "+" in v.name}
+    missing = sorted(wanted - _espeak_variants()) if wanted else []
+    if missing:
+        raise AsrError(f"espeak-ng has no voice variant {', '.join(missing)} (espeak-ng --voices=variant lists "
+                       "its own; Debian 12's espeak-ng-data 1.51 has all that asr prepare synth uses)")
+
+
+def _espeak_variants() -> set[str]:
+    """The voice variants espeak-ng knows (``espeak-ng --voices=variant`` lists their files, ``!v/<name>``)."""
+    listing = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True).stdout
+    return set(re.findall(r"!v/(\S+)", listing))
 
 
 def _festival_voice_dirs(name: str) -> list[Path]:
