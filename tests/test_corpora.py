@@ -92,7 +92,7 @@ def test_a_missing_synthesizer_is_one_line_naming_its_package(monkeypatch):
             voices.require_engines([v for v in FESTIVAL_VOICES if v.name == "ked_diphone"])
 
 
-def test_every_espeak_variant_of_the_corpus_is_installed_and_an_unknown_one_is_an_error(monkeypatch):
+def test_every_espeak_variant_of_the_corpus_is_installed_and_an_unknown_one_is_an_error():
     import shutil
 
     from asr.corpora import voices
