@@ -7,7 +7,8 @@
    the features alone, for each effect of the config's ``augment`` group applied to every
    utterance, and for the chain as training draws it (each effect at its probability).
 2. Training throughput, asr's own loader (``data.num_workers`` worker processes computing the
-   examples) feeding asr's own step on the config's model: the config's augmentation against
+   examples; with -1, as training chooses: none on a small CPU, loading in turn with the step)
+   feeding asr's own step on the config's model: the config's augmentation against
    ``augment=default`` (speed perturbation and SpecAugment only), alternating ``--rounds`` times
    ``--steps`` steps each, because this machine's speed drifts; useful frames per second, medians.
 """
@@ -34,6 +35,7 @@ from asr.model import AcousticModel  # noqa: E402
 from asr.tokenizer import train_tokenizer  # noqa: E402
 from asr.devices import grad_scaler  # noqa: E402
 from asr.stop import ignore_sigint  # noqa: E402
+from asr.train_build import loader_workers  # noqa: E402
 from asr.train_step import train_step  # noqa: E402
 
 EFFECTS = ["pitch_prob", "vtlp_prob", "reverb_prob", "noise_prob", "band_prob", "eq_prob", "gain_prob"]
@@ -74,13 +76,13 @@ def throughput(cfg, dataset: SpeechDataset, vocab: int, augments: dict[str, Augm
     sampler = BucketBatchSampler(dataset.num_frames(), cfg.data.max_frames_per_batch, cfg.data.num_buckets, True,
                                  0, cfg.data.length_jitter)
     results: dict[str, list[float]] = {name: [] for name in augments}
+    workers = loader_workers(cfg.data.num_workers, torch.device("cpu"))  # -1 (auto): as training would choose
     for r in range(rounds):
         for name, augment in augments.items():
             dataset.use_augment(augment)
             sampler.set_epoch(10 + r)
-            loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers,
-                                prefetch_factor=4 if cfg.data.num_workers else None, worker_init_fn=ignore_sigint
-                                if cfg.data.num_workers else None)
+            loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+                                prefetch_factor=4 if workers else None, worker_init_fn=ignore_sigint if workers else None)
             batches = iter(loader)
             next(batches)  # the worker is up and ahead
             frames, start = 0, time.perf_counter()
