@@ -19,6 +19,7 @@ from typing import Callable, List, Optional
 import torch
 import torchaudio.functional as AF
 
+from asr import fft
 from asr.audio import AUDIO_SUFFIXES, audio_files, audio_info, load_audio
 from asr.errors import AudioError, ConfigError
 
@@ -120,7 +121,7 @@ def coloured_noise(length: int, exponent: float, generator: torch.Generator) -> 
     bins = n // 2 + 1  # white Gaussian noise's spectrum is complex Gaussian: drawn there directly
     spectrum = torch.complex(torch.randn(bins, generator=generator), torch.randn(bins, generator=generator))
     f = torch.arange(bins, dtype=torch.float32).clamp_min(1.0)
-    noise = torch.fft.irfft(spectrum / f.pow(exponent / 2), n=n)[:length]
+    noise = fft.irfft(spectrum / f.pow(exponent / 2), n=n)[:length]
     return noise / noise.std().clamp_min(1e-8)
 
 
@@ -141,9 +142,8 @@ def reverberate(waveform: torch.Tensor, rir: torch.Tensor) -> torch.Tensor:
     """(T,) audio convolved with an impulse response (aligned at its strongest tap, cut to T,
     same energy as the dry audio)."""
     peak = int(rir.abs().argmax())
-    fast = fast_fft_length(waveform.numel() + rir.numel() - 1)
-    padded = torch.nn.functional.pad(waveform, (0, fast - waveform.numel() - rir.numel() + 1))
-    wet = AF.fftconvolve(padded, rir)[peak : peak + waveform.numel()]
+    n = fast_fft_length(waveform.numel() + rir.numel() - 1)  # long enough that nothing wraps around
+    wet = fft.irfft(fft.rfft(waveform, n) * fft.rfft(rir, n), n)[peak : peak + waveform.numel()]
     return wet * (waveform.norm() / wet.norm().clamp_min(1e-8))
 
 
@@ -151,11 +151,11 @@ def filter_response(waveform: torch.Tensor, sample_rate: int, *gains: Callable[[
     """(T,) audio through zero-phase filters whose amplitudes ``gain(frequencies_hz)`` give
     (several filters in one pass: one transform there and back)."""
     n = fast_fft_length(waveform.numel())  # zero-padded to a length with small prime factors
-    spectrum = torch.fft.rfft(waveform, n=n)
+    spectrum = fft.rfft(waveform, n)
     frequencies = torch.fft.rfftfreq(n, 1 / sample_rate)
     for gain in gains:
         spectrum = spectrum * gain(frequencies)
-    return torch.fft.irfft(spectrum, n=n)[: waveform.numel()]
+    return fft.irfft(spectrum, n)[: waveform.numel()]
 
 
 def band_gain(low_hz: float, high_hz: float) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torchaudio.functional as AF
 
+from asr import fft
 from asr.audio import load_audio
 from asr.augment import (
     AudioFolder, AugmentConfig, WaveformAugmenter, add_noise, band_limit, coloured_noise, equalize, fast_fft_length,
@@ -79,6 +81,24 @@ def test_reverberation_adds_a_decaying_tail_after_the_speech(speech):
     assert windows[0] > power_db(wet) - 30  # the room rings on after the speaker stops
     assert all(a > b for a, b in zip(windows, windows[1:]))  # ... and dies away
     assert float(dry[speech.numel() :].abs().max()) == 0
+
+
+@pytest.mark.parametrize("length,n", [(28000, 28125), (16001, 16001), (5000, 4096)])
+def test_the_augmentation_ffts_agree_with_torch_fft(length, n):
+    x = torch.randn(length, generator=torch.Generator().manual_seed(5))
+    spectrum = fft.rfft(x, n)  # zero-padded, or cut, to n as torch.fft pads or cuts
+    assert spectrum.dtype == torch.complex64
+    torch.testing.assert_close(spectrum, torch.fft.rfft(x, n=n), rtol=1e-4, atol=1e-3)
+    back = fft.irfft(spectrum, n)
+    assert back.dtype == torch.float32
+    torch.testing.assert_close(back, torch.fft.irfft(torch.fft.rfft(x, n=n), n=n), rtol=1e-4, atol=1e-5)
+
+
+def test_reverberation_is_torchaudios_convolution_aligned_at_the_direct_sound(speech):
+    rir = simulated_rir(RATE, 0.4, drr_db=3.0, generator=torch.Generator().manual_seed(6))
+    peak = int(rir.abs().argmax())
+    full = AF.fftconvolve(speech, rir)[peak : peak + speech.numel()]
+    torch.testing.assert_close(reverberate(speech, rir), full * speech.norm() / full.norm(), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("low,high", [(300.0, 3400.0), (0.0, 4000.0)])
