@@ -19,6 +19,7 @@ from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
 from asr.audio import load_audio
+from asr.audio_cache import AudioCache
 from asr.atomic import atomic_write
 from asr.errors import AudioError, ConfigError, ManifestError
 from asr.augment import AugmentConfig, WaveformAugmenter, spec_augment
@@ -185,10 +186,12 @@ class SpeechDataset(Dataset):
         tokenizer: Tokenizer | None = None,
         augment: AugmentConfig | None = None,
         seed: int = 0,
+        audio_cache_mb: float = 0.0,
     ):
         self.utterances = list(utterances)
         self.extractor = extractor
         self.seed = seed
+        self.cache = AudioCache(self._read, audio_cache_mb) if audio_cache_mb > 0 else None
         self.norm_stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # (mean, std) replacing an utterance's own
         self.use_augment(augment)
         self.targets = [
@@ -259,7 +262,10 @@ class SpeechDataset(Dataset):
             yield index, feats
 
     def waveform(self, index: int) -> torch.Tensor:
-        """(T,) samples of utterance ``index`` at the extractor's rate."""
+        """(T,) samples of utterance ``index`` at the extractor's rate (not to be changed in place)."""
+        return self.cache(index) if self.cache is not None else self._read(index)
+
+    def _read(self, index: int) -> torch.Tensor:
         utt = self.utterances[index]
         if utt.offset is None:  # a whole file, read to its end
             return load_audio(utt.audio_filepath, self.extractor.cfg.sample_rate)

@@ -116,7 +116,7 @@ def build_run(cfg: TrainConfig, out_dir: Path, dist: Distributed) -> Run:
     train_utts = drop_infeasible(train_utts, cfg, tokenizer, model)
     check_same_on_all_ranks((len(train_utts), round(sum(u.duration for u in train_utts), 3), len(dev_utts)),
                             "the training and dev utterances (count, seconds, dev count)", dist)
-    train_set = SpeechDataset(train_utts, extractor, tokenizer, cfg.augment, cfg.trainer.seed)
+    train_set = SpeechDataset(train_utts, extractor, tokenizer, cfg.augment, cfg.trainer.seed, cfg.data.audio_cache_mb)
     recognizer = Recognizer(model, extractor, tokenizer, str(device), cfg.decode, amp_dtype,
                             max_frames=cfg.data.max_frames_per_batch)
     sampler = BucketBatchSampler(train_set.num_frames(), cfg.data.max_frames_per_batch, cfg.data.num_buckets, True,

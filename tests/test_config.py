@@ -36,6 +36,7 @@ def test_overrides_and_group_choices():
         ("model=nosuch", "Could not find 'model/nosuch' (available in 'model': bilstm_small, ds2_5x1024)"),
         ("decode.beam_size=0", "decode.beam_size=0: must be at least 1"),
         ("data.num_workers=-2", "data.num_workers=-2: must be >= 0, or -1 (auto)"),
+        ("data.audio_cache_mb=-1", "data.audio_cache_mb=-1.0: must be >= 0 (0: no cache)"),
         ("decode.method=fast", "decode.method: Invalid value 'fast', expected one of [greedy, beam]"),
         ("decode.lm=/nonexistent/lm.arpa", "decode.lm=/nonexistent/lm.arpa: file not found"),
     ],

@@ -5,8 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest, write_manifest
-from asr.errors import ManifestError
+from asr.audio_cache import AudioCache
+from asr.augment import AugmentConfig
+from asr.data import BucketBatchSampler, ItemKey, SpeechDataset, Utterance, collate, read_manifest, write_manifest
+from asr.errors import AudioError, ManifestError
 from asr.features import FeatureConfig, FeatureExtractor
 from asr.tokenizer import TokenizerConfig, train_tokenizer
 from conftest import write_audio
@@ -128,3 +130,36 @@ def test_dataset_and_collate_pad_with_lengths(tmp_path):
     assert batch.lengths.tolist() == [21, 31, 41] == dataset.num_frames()
     assert batch.features[0, 21:].abs().sum() == 0
     assert batch.targets.tolist() == tokenizer.encode("ab") * 3 and batch.target_lengths.tolist() == [2, 2, 2]
+
+
+def test_the_audio_cache_reads_each_utterance_once_while_it_fits_and_never_hides_a_bad_file():
+    reads = Counter()
+
+    def read(index: int) -> torch.Tensor:
+        reads[index] += 1
+        if index == 9:
+            raise AudioError("9.wav: unreadable")
+        return torch.full((2**18,), float(index))  # 1 MB of float32
+
+    cache = AudioCache(read, budget_mb=2.5)  # room for two
+    for _ in range(3):
+        assert [float(cache(i)[0]) for i in range(4)] == [0.0, 1.0, 2.0, 3.0]
+        with pytest.raises(AudioError, match="9.wav"):
+            cache(9)
+    assert reads == {0: 1, 1: 1, 2: 3, 3: 3, 9: 3} and cache.used_bytes == 2 * 2**20
+
+
+def test_augmented_items_are_the_same_with_the_audio_cache(tmp_path):
+    """Bit for bit, over two epochs with babble, rooms and channels: augmentation never changes
+    the cached samples in place."""
+    utts = [Utterance(write_audio(tmp_path / f"{i}.wav", seconds=0.3 + 0.05 * i), 0.3 + 0.05 * i, "ab") for i in range(6)]
+    extractor = FeatureExtractor(FeatureConfig(n_mels=20))
+    tokenizer = train_tokenizer(TokenizerConfig(), ["ab"])
+    augment = AugmentConfig(noise_prob=1.0, babble_share=1.0, reverb_prob=0.5, band_prob=0.5, eq_prob=0.5,
+                            pitch_prob=0.5, gain_prob=1.0, warmup_epochs=0)
+    plain = SpeechDataset(utts, extractor, tokenizer, augment, seed=3)
+    cached = SpeechDataset(utts, extractor, tokenizer, augment, seed=3, audio_cache_mb=64)
+    for epoch in (0, 1):
+        for i in range(len(utts)):
+            assert torch.equal(cached[ItemKey(i, epoch)].features, plain[ItemKey(i, epoch)].features)
+    assert sorted(cached.cache.samples) == list(range(6))
