@@ -23,4 +23,3 @@ def irfft(spectrum: torch.Tensor, n: int) -> torch.Tensor:
     """(n // 2 + 1,) complex spectrum -> (n,) float32 signal (the inverse of :func:`rfft`)."""
     signal = np.fft.irfft(spectrum.detach().numpy(), n=n)
     return torch.from_numpy(signal.astype(np.float32, copy=False))
-
