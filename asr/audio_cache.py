@@ -5,7 +5,8 @@ besides for most of them: on 2 cores, where the loader works in turn with the tr
 reading was a fifth of the loader's time (docs/PERFORMANCE.md). The cache holds the samples
 exactly as read (float32 at the features' rate), so training sees the same audio either way.
 It fills up to its budget and then keeps what it holds: past the budget the rest is read from
-the files as before. Each loader process (the training process, or each worker) has its own.
+the files as before. Training keeps one only where its own process loads the batches (no loader
+workers: the default on a CPU of 4 cores or fewer), since loader workers start afresh each epoch.
 """
 
 from __future__ import annotations

@@ -74,8 +74,9 @@ class DataConfig:
     # loader worker processes; -1 (auto): one beside a GPU, none on a CPU of 4 cores or fewer, where a
     # worker takes a core from the training step's threads (docs/PERFORMANCE.md), else one
     num_workers: int = -1
-    # decoded training audio kept in memory per loader process, up to this many MB (0: read the
-    # files every time); the default corpus's 2.5 hours take 586 MB (asr/audio_cache.py)
+    # decoded training audio kept in memory, up to this many MB (2**20 bytes; 0: read the files every
+    # time), by a training process that loads its own batches (no loader workers, which start afresh
+    # each epoch); the default corpus's 2.5 hours take about 560 MB (docs/PERFORMANCE.md)
     audio_cache_mb: float = 1024.0
     max_duration: float = 30.0  # longer training utterances are dropped with a warning
     stats_utterances: int = 2000  # utterances used for the global normalization statistics

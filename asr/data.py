@@ -186,7 +186,7 @@ class SpeechDataset(Dataset):
         tokenizer: Tokenizer | None = None,
         augment: AugmentConfig | None = None,
         seed: int = 0,
-        audio_cache_mb: float = 0.0,
+        audio_cache_mb: float = 0.0,  # 0 for sets read once; training passes data.audio_cache_mb
     ):
         self.utterances = list(utterances)
         self.extractor = extractor

@@ -90,6 +90,12 @@ def loader_workers(requested: int, device: torch.device, cores: int | None = Non
     return 1 if device.type == "cuda" or cores > 4 else 0
 
 
+def audio_cache_mb(data: DataConfig, device: torch.device) -> float:
+    """The training set's audio cache (``data.audio_cache_mb``), kept only where the training process
+    loads its own batches: loader workers start afresh each epoch, and would each fill one."""
+    return data.audio_cache_mb if loader_workers(data.num_workers, device) == 0 else 0.0
+
+
 def build_run(cfg: TrainConfig, out_dir: Path, dist: Distributed) -> Run:
     """Every component of a run, resumed from the newest checkpoint with ``trainer.resume``."""
     found = latest_checkpoint_on_all_ranks(out_dir / CHECKPOINT_DIR, dist) if cfg.trainer.resume else None
@@ -116,7 +122,8 @@ def build_run(cfg: TrainConfig, out_dir: Path, dist: Distributed) -> Run:
     train_utts = drop_infeasible(train_utts, cfg, tokenizer, model)
     check_same_on_all_ranks((len(train_utts), round(sum(u.duration for u in train_utts), 3), len(dev_utts)),
                             "the training and dev utterances (count, seconds, dev count)", dist)
-    train_set = SpeechDataset(train_utts, extractor, tokenizer, cfg.augment, cfg.trainer.seed, cfg.data.audio_cache_mb)
+    train_set = SpeechDataset(train_utts, extractor, tokenizer, cfg.augment, cfg.trainer.seed,
+                              audio_cache_mb(cfg.data, device))
     recognizer = Recognizer(model, extractor, tokenizer, str(device), cfg.decode, amp_dtype,
                             max_frames=cfg.data.max_frames_per_batch)
     sampler = BucketBatchSampler(train_set.num_frames(), cfg.data.max_frames_per_batch, cfg.data.num_buckets, True,

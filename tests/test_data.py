@@ -149,17 +149,24 @@ def test_the_audio_cache_reads_each_utterance_once_while_it_fits_and_never_hides
     assert reads == {0: 1, 1: 1, 2: 3, 3: 3, 9: 3} and cache.used_bytes == 2 * 2**20
 
 
-def test_augmented_items_are_the_same_with_the_audio_cache(tmp_path):
-    """Bit for bit, over two epochs with babble, rooms and channels: augmentation never changes
-    the cached samples in place."""
+@pytest.mark.parametrize("augment", [
+    AugmentConfig(noise_prob=1.0, babble_share=1.0, reverb_prob=0.5, band_prob=0.5, eq_prob=0.5, pitch_prob=0.5,
+                  gain_prob=1.0, warmup_epochs=0),
+    # no effect at all: the cached samples themselves go on to the features
+    AugmentConfig(speed_factors=[1.0], freq_masks=0, time_masks=0),
+    # each effect alone on the samples as read (the edges, a room, a channel)
+    AugmentConfig(speed_factors=[1.0], edge_silence_prob=1.0, reverb_prob=1.0, band_prob=1.0, eq_prob=1.0),
+], ids=["chain", "none", "no-noise"])
+def test_augmented_items_are_the_same_with_the_audio_cache(tmp_path, augment):
+    """Bit for bit over two epochs, and the cached samples still equal the files: nothing downstream
+    changes them in place."""
     utts = [Utterance(write_audio(tmp_path / f"{i}.wav", seconds=0.3 + 0.05 * i), 0.3 + 0.05 * i, "ab") for i in range(6)]
     extractor = FeatureExtractor(FeatureConfig(n_mels=20))
     tokenizer = train_tokenizer(TokenizerConfig(), ["ab"])
-    augment = AugmentConfig(noise_prob=1.0, babble_share=1.0, reverb_prob=0.5, band_prob=0.5, eq_prob=0.5,
-                            pitch_prob=0.5, gain_prob=1.0, warmup_epochs=0)
     plain = SpeechDataset(utts, extractor, tokenizer, augment, seed=3)
     cached = SpeechDataset(utts, extractor, tokenizer, augment, seed=3, audio_cache_mb=64)
     for epoch in (0, 1):
         for i in range(len(utts)):
             assert torch.equal(cached[ItemKey(i, epoch)].features, plain[ItemKey(i, epoch)].features)
     assert sorted(cached.cache.samples) == list(range(6))
+    assert all(torch.equal(cached.cache.samples[i], plain.waveform(i)) for i in range(6))

@@ -10,10 +10,20 @@ import torch
 from asr.checkpoint import load_checkpoint
 from asr.config import load_train_config
 from asr.train import train
-from asr.train_build import loader_workers, lr_factor
+from asr.config import DataConfig
+from asr.train_build import audio_cache_mb, loader_workers, lr_factor
 from asr.errors import ConfigError
 from conftest import tiny_config, tiny_overrides
 from asr.transcribe import Recognizer
+
+
+def test_only_a_training_process_loading_its_own_batches_keeps_an_audio_cache():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    data = lambda **kw: DataConfig(train_manifest="t.jsonl", dev_manifest="d.jsonl", **kw)  # noqa: E731
+    assert audio_cache_mb(data(num_workers=0), cpu) == 1024.0
+    assert audio_cache_mb(data(num_workers=0, audio_cache_mb=64.0), cuda) == 64.0
+    assert audio_cache_mb(data(num_workers=2), cpu) == 0.0  # workers start afresh each epoch
+    assert audio_cache_mb(data(num_workers=-1), cuda) == 0.0  # auto: one worker beside a GPU
 
 
 def test_loader_workers_auto_uses_none_on_a_small_cpu_and_one_beside_a_gpu():

@@ -7,7 +7,8 @@
    the features alone, for each effect of the config's ``augment`` group applied to every
    utterance, and for the chain as training draws it (each effect at its probability).
 2. Training throughput, asr's own loader (``data.num_workers`` worker processes computing the
-   examples; with -1, as training chooses: none on a small CPU, loading in turn with the step)
+   examples; with -1, as training chooses: none on a small CPU, loading in turn with the step and
+   keeping the decoded audio in memory as training does, so the first round also reads the files)
    feeding asr's own step on the config's model: the config's augmentation against
    ``augment=default`` (speed perturbation and SpecAugment only), alternating ``--rounds`` times
    ``--steps`` steps each, because this machine's speed drifts; useful frames per second, medians.
@@ -35,7 +36,7 @@ from asr.model import AcousticModel  # noqa: E402
 from asr.tokenizer import train_tokenizer  # noqa: E402
 from asr.devices import grad_scaler  # noqa: E402
 from asr.stop import ignore_sigint  # noqa: E402
-from asr.train_build import loader_workers  # noqa: E402
+from asr.train_build import audio_cache_mb, loader_workers  # noqa: E402
 from asr.train_step import train_step  # noqa: E402
 
 EFFECTS = ["pitch_prob", "vtlp_prob", "reverb_prob", "noise_prob", "band_prob", "eq_prob", "gain_prob"]
@@ -116,7 +117,7 @@ def main() -> None:
     effect_costs(SpeechDataset(utts[: args.utterances], extractor, tokenizer), cfg.augment)
     if not args.rounds:
         return
-    dataset = SpeechDataset(utts, extractor, tokenizer)
+    dataset = SpeechDataset(utts, extractor, tokenizer, audio_cache_mb=audio_cache_mb(cfg.data, torch.device("cpu")))
     throughput(cfg, dataset, tokenizer.vocab_size, {"augment=default": default, "the config's augment": cfg.augment}, args.rounds, args.steps)
 
 
