@@ -3,8 +3,8 @@
 Pure functions on (T,) waveforms (speed, noise at a signal-to-noise ratio, room reverberation,
 band-limiting and equalisation), a frequency warp of the spectrum for vocal-tract-length and
 pitch perturbation (folded into the mel filters), SpecAugment masks on features, and
-:class:`WaveformAugmenter`, which draws one random chain of them (with silence at the edges and a
-gain) from a generator. The dataset seeds that generator from (seed, epoch, utterance), so
+:class:`WaveformAugmenter`, which draws one random chain of them (with tight or silent edges and
+a gain) from a generator. The dataset seeds that generator from (seed, epoch, utterance), so
 augmentation is reproducible and a resumed run sees exactly the audio an uninterrupted one would.
 """
 
@@ -45,6 +45,11 @@ class AugmentConfig:
     # around each segment it hands to the recognizer
     edge_silence_prob: float = 0.0
     edge_silence: float = 0.6
+    # tight edges: the utterance cut to its 10 ms frames within a floor (dB under its loudest, drawn
+    # from trim_db_range) of the loudest, as an energy-threshold segmenter cuts (and corpora cut with
+    # one, such as FSDD): the silence goes, and weak onsets and endings (f, th, s) with it
+    trim_prob: float = 0.0
+    trim_db_range: List[float] = field(default_factory=lambda: [10.0, 35.0])
     # room reverberation: simulated rooms (exponentially decaying noise after the direct sound) with
     # a reverberation time in rt60_range seconds, or, with rir_dir, half the time a real impulse response
     reverb_prob: float = 0.0
@@ -266,10 +271,22 @@ class AudioFolder:
         return load_audio(self.files[i], sample_rate, offset, min(seconds, self.durations[i]) if spare else None)
 
 
+def trim_to_loudness(waveform: torch.Tensor, sample_rate: int, floor_db: float) -> torch.Tensor:
+    """(T,) -> (T',): from the first to the last 10 ms frame whose energy is within ``floor_db``
+    of the loudest frame's."""
+    hop = sample_rate // 100
+    frames = waveform.numel() // hop
+    if frames < 2:
+        return waveform
+    energy = waveform[: frames * hop].reshape(frames, hop).pow(2).mean(1)
+    loud = torch.nonzero(energy >= energy.max() * 10 ** (-floor_db / 10)).flatten()
+    return waveform[int(loud[0]) * hop: (int(loud[-1]) + 1) * hop]
+
+
 class WaveformAugmenter:
-    """Draws one chain of effects per utterance: speed, pitch, reverberation, noise, band and
-    equaliser, gain (in that order: a room, then the noise around the speaker, then the
-    microphone and line). Returns the audio and the spectral warp (VTLP and the pitch's
+    """Draws one chain of effects per utterance: speed, pitch, edges (trimmed or padded),
+    reverberation, noise, band and equaliser, gain (in that order: the segment a segmenter hands
+    on, a room, then the noise around the speaker, then the microphone and line). Returns the audio and the spectral warp (VTLP and the pitch's
     formant correction) for the feature extractor to apply.
 
     Args:
@@ -295,6 +312,8 @@ class WaveformAugmenter:
         waveform = speed_perturb(waveform, round(speed, 2), rate)
         if _happens(ramp * cfg.vtlp_prob, g):
             warp *= _uniform(1 - cfg.vtlp_range, 1 + cfg.vtlp_range, g)
+        if _happens(ramp * cfg.trim_prob, g):
+            waveform = trim_to_loudness(waveform, rate, _uniform(*cfg.trim_db_range, g))
         if _happens(ramp * cfg.edge_silence_prob, g):
             before, after = (int(_uniform(0, cfg.edge_silence, g) * rate) for _ in range(2))
             waveform = torch.nn.functional.pad(waveform, (before, after))

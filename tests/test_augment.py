@@ -14,7 +14,7 @@ from asr import fft
 from asr.audio import load_audio
 from asr.augment import (
     AudioFolder, AugmentConfig, WaveformAugmenter, add_noise, band_limit, coloured_noise, equalize, fast_fft_length,
-    reverberate, simulated_rir, spec_augment, speed_perturb, warp_filters,
+    reverberate, simulated_rir, spec_augment, speed_perturb, trim_to_loudness, warp_filters,
 )
 from asr.errors import ConfigError
 from asr.features import FeatureConfig, FeatureExtractor
@@ -226,3 +226,27 @@ def test_edge_silence_surrounds_the_speech_with_up_to_its_length_of_zeros(speech
         lengths.add(out.numel())
         assert after >= 0
     assert len(lengths) > 1  # drawn per utterance
+
+
+def test_trimming_keeps_the_frames_within_its_floor_of_the_loudest():
+    """Silence, a weak onset 25 dB under the vowel, the vowel, silence: a 20 dB floor cuts the
+    onset away with the silence, a 35 dB floor keeps it."""
+    g = torch.Generator().manual_seed(0)
+    frame = RATE // 100
+    quiet = 10 ** (-60 / 20) * torch.randn(30 * frame, generator=g)
+    onset = 10 ** (-25 / 20) * torch.randn(8 * frame, generator=g)
+    vowel = torch.sin(2 * math.pi * 220.0 * torch.arange(30 * frame) / RATE) * math.sqrt(2)
+    signal = torch.cat([quiet, onset, vowel, quiet])
+    end = quiet.numel() + onset.numel() + vowel.numel()
+    for floor_db, start in [(20.0, quiet.numel() + onset.numel()), (35.0, quiet.numel())]:
+        out = trim_to_loudness(signal, RATE, floor_db)
+        assert torch.equal(out, signal[start: end]), floor_db
+
+
+def test_the_chain_trims_only_when_drawn(speech):
+    always = WaveformAugmenter(AugmentConfig(speed_factors=[1.0], trim_prob=1.0, trim_db_range=[20.0, 20.0]), RATE)
+    never = WaveformAugmenter(AugmentConfig(speed_factors=[1.0]), RATE)
+    trimmed, _ = always(speech, torch.Generator().manual_seed(0))
+    assert torch.equal(trimmed, trim_to_loudness(speech, RATE, 20.0))
+    assert trimmed.numel() < speech.numel()
+    assert torch.equal(never(speech, torch.Generator().manual_seed(0))[0], speech)

@@ -154,11 +154,12 @@ def test_the_audio_cache_reads_each_utterance_once_while_it_fits_and_never_hides
                   gain_prob=1.0, warmup_epochs=0),
     # no effect at all: the cached samples themselves go on to the features
     AugmentConfig(speed_factors=[1.0], freq_masks=0, time_masks=0),
-    # one effect alone, on the samples as read: the edges, a room, a channel
+    # one effect alone, on the samples as read: the edges (padded, trimmed to a view), a room, a channel
     AugmentConfig(speed_factors=[1.0], edge_silence_prob=1.0),
+    AugmentConfig(speed_factors=[1.0], trim_prob=1.0),
     AugmentConfig(speed_factors=[1.0], reverb_prob=1.0),
     AugmentConfig(speed_factors=[1.0], band_prob=1.0, eq_prob=1.0),
-], ids=["chain", "none", "edges", "room", "channel"])
+], ids=["chain", "none", "edges", "trim", "room", "channel"])
 def test_augmented_items_are_the_same_with_the_audio_cache(tmp_path, augment):
     """Bit for bit over two epochs, and the cached samples still equal the files: nothing downstream
     changes them in place."""
