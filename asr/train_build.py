@@ -310,7 +310,10 @@ def shared_extractor(cfg: TrainConfig, start: dict | None, utts: list[Utterance]
 
 def drop_infeasible(utts: list[Utterance], cfg: TrainConfig, tokenizer: Tokenizer,
                     model: AcousticModel) -> list[Utterance]:
-    """Drop utterances too short for CTC to emit their transcript (at the fastest augmented speed)."""
+    """Drop utterances too short for CTC to emit their transcript (at the fastest augmented speed).
+    Trimmed edges (``augment.trim_prob``) are not counted: a trim that leaves too few frames costs
+    that utterance's loss for the step (CTC's ``zero_infinity``), a cut-off word ending is the
+    label noise the trim is for."""
     features = cfg.features
     speedup = cfg.augment.max_speedup()
     kept = []

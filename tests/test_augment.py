@@ -243,10 +243,33 @@ def test_trimming_keeps_the_frames_within_its_floor_of_the_loudest():
         assert torch.equal(out, signal[start: end]), floor_db
 
 
-def test_the_chain_trims_only_when_drawn(speech):
-    always = WaveformAugmenter(AugmentConfig(speed_factors=[1.0], trim_prob=1.0, trim_db_range=[20.0, 20.0]), RATE)
-    never = WaveformAugmenter(AugmentConfig(speed_factors=[1.0]), RATE)
-    trimmed, _ = always(speech, torch.Generator().manual_seed(0))
-    assert torch.equal(trimmed, trim_to_loudness(speech, RATE, 20.0))
-    assert trimmed.numel() < speech.numel()
-    assert torch.equal(never(speech, torch.Generator().manual_seed(0))[0], speech)
+def test_the_chain_trims_at_a_floor_drawn_from_its_range_and_only_when_drawn(speech):
+    cfg = AugmentConfig(speed_factors=[1.0], trim_prob=0.5, trim_db_range=[10.0, 35.0])
+    augmenter = WaveformAugmenter(cfg, RATE)
+    frame = RATE // 100
+
+    def span(x: torch.Tensor) -> tuple[int, int]:  # where a trimmed piece lies in the speech
+        for start in range(0, speech.numel() - x.numel() + 1, frame):
+            if torch.equal(speech[start: start + x.numel()], x):
+                return start, start + x.numel()
+        raise AssertionError("not a frame-aligned piece of the speech")
+
+    tightest, widest = span(trim_to_loudness(speech, RATE, 10.0)), span(trim_to_loudness(speech, RATE, 35.0))
+    lengths = []
+    for seed in range(40):
+        out, _ = augmenter(speech, torch.Generator().manual_seed(seed))
+        if out.numel() == speech.numel():
+            assert torch.equal(out, speech)  # not drawn: untouched
+        else:  # cut at a floor between 10 and 35 dB: between the two cuts
+            start, end = span(out)
+            assert widest[0] <= start <= tightest[0] and tightest[1] <= end <= widest[1]
+        lengths.append(out.numel())
+    trimmed = [n for n in lengths if n != speech.numel()]
+    assert 8 < len(trimmed) < 32 and len(set(trimmed)) > 2  # about half drawn, at different floors
+
+
+def test_trimming_digital_silence_or_a_frame_keeps_it():
+    silence = torch.zeros(RATE)
+    assert torch.equal(trim_to_loudness(silence, RATE, 20.0), silence)
+    short = torch.randn(RATE // 100)
+    assert torch.equal(trim_to_loudness(short, RATE, 20.0), short)

@@ -2,7 +2,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from asr.audio_cache import AudioCache
@@ -11,7 +13,7 @@ from asr.data import BucketBatchSampler, ItemKey, SpeechDataset, Utterance, coll
 from asr.errors import AudioError, ManifestError
 from asr.features import FeatureConfig, FeatureExtractor
 from asr.tokenizer import TokenizerConfig, train_tokenizer
-from conftest import write_audio
+from conftest import tone, write_audio
 
 
 def test_relative_paths_resolve_against_the_manifest_folder(tmp_path):
@@ -163,10 +165,16 @@ def test_the_audio_cache_reads_each_utterance_once_while_it_fits_and_never_hides
 def test_augmented_items_are_the_same_with_the_audio_cache(tmp_path, augment):
     """Bit for bit over two epochs, and the cached samples still equal the files: nothing downstream
     changes them in place."""
-    utts = [Utterance(write_audio(tmp_path / f"{i}.wav", seconds=0.3 + 0.05 * i), 0.3 + 0.05 * i, "ab") for i in range(6)]
+    utts = []
+    for i in range(6):  # a tone between 0.1 s silences, for the trim to cut
+        audio = np.concatenate([np.zeros(1600), tone(0.3 + 0.05 * i, 16000)[:, 0], np.zeros(1600)])
+        sf.write(tmp_path / f"{i}.wav", audio, 16000)
+        utts.append(Utterance(tmp_path / f"{i}.wav", audio.size / 16000, "ab"))
     extractor = FeatureExtractor(FeatureConfig(n_mels=20))
     tokenizer = train_tokenizer(TokenizerConfig(), ["ab"])
     plain = SpeechDataset(utts, extractor, tokenizer, augment, seed=3)
+    if augment.trim_prob:  # the trim did cut (a view of the cached samples goes on)
+        assert plain[ItemKey(0, 0)].features.shape[0] < extractor(plain.waveform(0)).shape[0]
     cached = SpeechDataset(utts, extractor, tokenizer, augment, seed=3, audio_cache_mb=64)
     for epoch in (0, 1):
         for i in range(len(utts)):
