@@ -39,7 +39,8 @@ from asr.stop import ignore_sigint  # noqa: E402
 from asr.train_build import audio_cache_mb, loader_workers  # noqa: E402
 from asr.train_step import train_step  # noqa: E402
 
-EFFECTS = ["pitch_prob", "vtlp_prob", "reverb_prob", "noise_prob", "band_prob", "eq_prob", "gain_prob"]
+# every waveform effect the config can draw, each measured alone
+EFFECTS = [f.name for f in dataclasses.fields(AugmentConfig) if f.name.endswith("_prob")]
 
 
 def per_utterance_ms(dataset: SpeechDataset, augment: AugmentConfig | None) -> float:
