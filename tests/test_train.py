@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from asr.checkpoint import load_checkpoint
-from asr.config import load_train_config
+from asr.config import DataConfig, load_train_config
 from asr.train import train
-from asr.config import DataConfig
 from asr.train_build import audio_cache_mb, loader_workers, lr_factor
 from asr.errors import ConfigError
 from conftest import tiny_config, tiny_overrides
