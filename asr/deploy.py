@@ -18,7 +18,7 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from asr.audio import audio_files, audio_info, read_audio
+from asr.audio import audio_files, audio_info, read_audio, resample_samples
 from asr.errors import AsrError, AudioError
 from asr.onnx_model import OnnxModel, is_onnx
 from asr.tokenizer import BLANK_ID
@@ -99,9 +99,7 @@ class OnnxTranscriber:
         samples, rate = read_audio(path)
         if rate == self.model.sample_rate:
             return samples
-        import soxr
-
-        return soxr.resample(samples, rate, self.model.sample_rate, quality="HQ").astype(np.float32)
+        return resample_samples(samples, rate, self.model.sample_rate)
 
     def _transcript(self, log_probs: np.ndarray, item: Input) -> Transcript:
         tokenizer, seconds = self.model.tokenizer, self.model.seconds_per_frame

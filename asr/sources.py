@@ -6,7 +6,6 @@ was asked for, resampled on the fly (:class:`StreamResampler`) when the input di
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import sys
 import time
@@ -14,10 +13,8 @@ from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Optional
 
 import numpy as np
-import torch
-import torchaudio.functional as AF
 
-from asr.audio import load_audio
+from asr.audio import RESAMPLE_QUALITY, load_audio
 from asr.errors import AudioError
 
 log = logging.getLogger(__name__)
@@ -26,44 +23,20 @@ BLOCK_MS = 20  # audio per block delivered to the recognizer
 
 
 class StreamResampler:
-    """Block-wise resampling whose concatenated output equals ``torchaudio.functional.resample``
-    of the whole signal: each output sample is computed once all input it depends on is there."""
+    """Block-wise resampling whose concatenated output equals :func:`asr.audio.resample_samples`
+    of the whole signal (soxr's stream, flushed by ``final``)."""
 
     def __init__(self, orig_rate: int, new_rate: int):
-        g = math.gcd(orig_rate, new_rate)
-        self.orig, self.new = orig_rate // g, new_rate // g
-        # torchaudio's sinc kernel reaches this many input samples to each side (6 zero crossings)
-        self.width = math.ceil(6 * self.orig / (min(self.orig, self.new) * 0.99)) + 1
-        self.buffer = np.zeros(0, dtype=np.float32)
-        self.buffer_start = 0  # input index of buffer[0]
-        self.inputs = 0  # input samples received
-        self.outputs = 0  # output samples produced
+        import soxr
+
+        self.same = orig_rate == new_rate
+        self.stream = None if self.same else soxr.ResampleStream(orig_rate, new_rate, 1, dtype="float32",
+                                                                 quality=RESAMPLE_QUALITY)
 
     def accept(self, samples: np.ndarray, final: bool = False) -> np.ndarray:
-        if self.orig == self.new:
+        if self.same:
             return samples.astype(np.float32, copy=False)
-        self.buffer = np.concatenate([self.buffer, samples.astype(np.float32)])
-        self.inputs += len(samples)
-        if final:  # torchaudio's output length: ceil(inputs · new / orig)
-            ready = -(-self.inputs * self.new // self.orig)
-        else:  # outputs whose kernel lies inside what has arrived
-            ready = max(0, (self.inputs - self.width) * self.new // self.orig)
-        if ready <= self.outputs:
-            return np.zeros(0, dtype=np.float32)
-        # start the slice on an input index that maps to a whole output index, far enough back
-        # that the kernel of the first needed output sees real samples (or the true start)
-        first_input = max(0, (self.outputs * self.orig // self.new) - self.width)
-        first_input = first_input // self.orig * self.orig
-        first_output = first_input // self.orig * self.new
-        piece = self.buffer[first_input - self.buffer_start :]
-        out = AF.resample(torch.from_numpy(np.ascontiguousarray(piece)), self.orig, self.new).numpy()
-        out = out[self.outputs - first_output : ready - first_output]
-        self.outputs += len(out)
-        keep_from = max(0, (self.outputs * self.orig // self.new - 2 * self.width) // self.orig * self.orig)
-        if keep_from > self.buffer_start:
-            self.buffer = self.buffer[keep_from - self.buffer_start :]
-            self.buffer_start = keep_from
-        return out
+        return self.stream.resample_chunk(np.ascontiguousarray(samples, dtype=np.float32), last=final)
 
 
 def file_blocks(path: str | Path, rate: int, realtime: bool = True, block_ms: int = BLOCK_MS) -> Iterator[np.ndarray]:
