@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 import torchaudio.functional as AF
 
+from asr.audio import block_energy_db
 from asr.tokenizer import BLANK_ID, Tokenizer
 from asr.transcript import WordTiming, word_groups
 
@@ -41,13 +42,6 @@ SPEECH_RANGE_DB = 35.0  # frames within this of the utterance's loud frames coun
 MAX_EDGE_SHIFT_SECONDS = 1.0  # how far an edge may move from its anchor
 MIN_WORD_SECONDS = 0.1  # speech between pauses at least this long, reaching within
 WORD_RANGE_DB = 20.0  # this of the loud frames, may be a word of its own
-
-
-def block_energy_db(waveform: torch.Tensor, block: int) -> torch.Tensor:
-    """(T,) samples -> (ceil(T / block),) mean energy in dB of consecutive ``block``-sample blocks."""
-    padded = torch.nn.functional.pad(waveform.float(), (0, -waveform.numel() % block))
-    power = padded.view(-1, block).pow(2).mean(1)
-    return 10 * torch.log10(power + 1e-10)
 
 
 def speech_frames(energy_db: torch.Tensor, range_db: float = SPEECH_RANGE_DB) -> torch.Tensor:

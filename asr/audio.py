@@ -123,6 +123,16 @@ def resample_samples(samples: np.ndarray, orig_rate: int, new_rate: int) -> np.n
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
+def block_energy_db(waveform: torch.Tensor, block: int) -> torch.Tensor:
+    """(T,) samples -> (ceil(T / block),) mean energy in dB of consecutive ``block``-sample blocks
+    (the last one zero-padded)."""
+    import torch
+
+    padded = torch.nn.functional.pad(waveform.float(), (0, -waveform.numel() % block))
+    power = padded.view(-1, block).pow(2).mean(1)
+    return 10 * torch.log10(power + 1e-10)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]

@@ -20,7 +20,7 @@ import torch
 import torchaudio.functional as AF
 
 from asr import fft
-from asr.audio import AUDIO_SUFFIXES, audio_files, audio_info, load_audio
+from asr.audio import AUDIO_SUFFIXES, audio_files, audio_info, block_energy_db, load_audio
 from asr.errors import AudioError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -275,11 +275,10 @@ def trim_to_loudness(waveform: torch.Tensor, sample_rate: int, floor_db: float) 
     """(T,) -> (T',): from the first to the last 10 ms frame whose energy is within ``floor_db``
     of the loudest frame's."""
     hop = sample_rate // 100
-    frames = waveform.numel() // hop
-    if frames < 2:
+    if waveform.numel() < 2 * hop:
         return waveform
-    energy = waveform[: frames * hop].reshape(frames, hop).pow(2).mean(1)
-    loud = torch.nonzero(energy >= energy.max() * 10 ** (-floor_db / 10)).flatten()
+    energy = block_energy_db(waveform, hop)
+    loud = torch.nonzero(energy >= energy.max() - floor_db).flatten()
     return waveform[int(loud[0]) * hop: (int(loud[-1]) + 1) * hop]
 
 

@@ -8,7 +8,8 @@ import re
 import pytest
 import torch
 
-from asr.alignment import WordTiming, block_energy_db, refine_edges, word_timings
+from asr.alignment import WordTiming, refine_edges, word_timings
+from asr.audio import block_energy_db
 from asr.outputs import OutputFormat, output_paths, render, segment_words, timestamp
 from asr.tokenizer import CharTokenizer, TextNormalization
 from asr.transcribe import Recognizer, Transcript
