@@ -111,8 +111,8 @@ def test_audio_info_errors_name_the_file(tmp_path):
 @pytest.mark.parametrize("orig,new", [(44100, 16000), (8000, 16000), (44101, 16000), (16000, 16000)])
 def test_resample_keeps_length_and_frequency(orig, new):
     """asr.audio.resample, the one resampler of every input: the duration is kept, a tone stays at
-    its frequency (also for an awkward ratio like 44101/16000, resampled by soxr), and equal rates
-    leave the samples alone."""
+    its frequency (also for an awkward ratio like 44101/16000), and equal rates leave the samples
+    alone."""
     from asr.audio import resample
 
     waveform = torch.from_numpy(tone(1.0, orig, freq=440.0)[:, 0])
@@ -126,3 +126,18 @@ def test_resample_keeps_length_and_frequency(orig, new):
     # band-limited: the tone keeps its level and nothing else appears
     assert 0.45 < float(out[new // 10: -new // 10].abs().max()) < 0.55
     assert spectrum[np.abs(np.arange(len(spectrum)) * new / out.shape[0] - 440) > 20].max() < 0.02 * spectrum.max()
+
+
+def test_upsampling_leaves_no_image_above_the_old_band():
+    """8 kHz audio upsampled to 16 kHz: a tone at 3.6 kHz, near the old Nyquist, keeps its level
+    and leaves no mirror image at 4.4 kHz (a short sinc kernel left one at about -35 dB, which
+    per-utterance normalization raises to full scale in the empty 4-8 kHz mel bands)."""
+    from asr.audio import resample
+
+    out = resample(torch.from_numpy(tone(1.0, 8000, freq=3600.0)[:, 0]), 8000, 16000).numpy()
+    spectrum = np.abs(np.fft.rfft(out[4000:12000] * np.hanning(8000)))
+    level_db = 20 * np.log10(spectrum / spectrum.max() + 1e-12)
+    bins = np.fft.rfftfreq(8000, 1 / 16000)
+    assert bins[np.argmax(spectrum)] == 3600 and 0.45 < np.abs(out[2000:-2000]).max() < 0.55
+    assert level_db[np.abs(bins - 4400) < 50].max() < -90
+    assert level_db[bins > 4200].max() < -90
