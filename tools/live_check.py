@@ -3,13 +3,13 @@
     python tools/live_check.py [MODEL] [--fsdd DIR] [--strings 12] [--seed 0]
 
 Builds one recording from Free Spoken Digit Dataset clips (real people saying digits: each
-string is 3-5 clips of one speaker joined by 0.15-0.4 s pauses, strings 1.5 s apart), plays it
-with ``paplay`` into a PulseAudio null sink while ``asr stream MODEL --input-device pulse --json``
-listens on the sink's monitor, as a user speaking into a microphone would be heard. Reports the
-WER of the stream's final results against the truth, and against the same file transcribed
-offline (``asr transcribe``) and streamed from the file (``asr stream --input``): what the
-device path itself loses. Starts PulseAudio when none runs (and stops it again). MODEL defaults
-to the default job's model, recipes/synth/exp/model.pt.
+string is 3-5 clips of one speaker joined by 0.15-0.4 s pauses, strings 1.5 s apart, upsampled to
+PulseAudio's 44.1 kHz), plays it with ``paplay`` into a PulseAudio null sink while ``asr stream
+MODEL --input-device pulse --json`` listens on the sink's monitor, as a user speaking into a
+microphone would be heard. Reports the WER of the stream's final results against the truth, and
+against the same file transcribed offline (``asr transcribe``) and streamed from the file (``asr
+stream --input``): what the device path itself loses. Starts PulseAudio when none runs (and stops
+it again). MODEL defaults to the default job's model, recipes/synth/exp/model.pt.
 """
 
 from __future__ import annotations
@@ -32,10 +32,15 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from asr.audio import resample_samples  # noqa: E402
 from asr.corpora.fsdd import DIGIT_WORDS, find_clips  # noqa: E402
 from asr.scoring import score  # noqa: E402
 
-RATE = 8000  # FSDD's own rate; PulseAudio and asr stream resample as they would a real microphone's
+RATE = 8000  # FSDD's own rate, at which the strings are joined
+# the rate the recording is played at: PulseAudio's own, as a microphone in the room would record it.
+# At 8 kHz, PulseAudio's resampler (speex, quality 1) would mirror the clips' formants above 4 kHz,
+# a sound no microphone hears, and which per-utterance normalization raises to full scale
+PLAY_RATE = 44100
 
 
 def build_recording(fsdd: Path, strings: int, seed: int, path: Path, speaker: str | None = None) -> list[str]:
@@ -57,7 +62,7 @@ def build_recording(fsdd: Path, strings: int, seed: int, path: Path, speaker: st
             pieces.append(audio)
         pieces.append(np.zeros(int(1.5 * RATE), dtype=np.float32))
         texts.append(" ".join(DIGIT_WORDS[c.digit] for c in chosen))
-    sf.write(path, np.concatenate(pieces), RATE, subtype="PCM_16")
+    sf.write(path, resample_samples(np.concatenate(pieces), RATE, PLAY_RATE), PLAY_RATE, subtype="PCM_16")
     return texts
 
 
