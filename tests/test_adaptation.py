@@ -139,7 +139,9 @@ def test_fitted_to_the_transcripts_the_statistics_undo_a_distortion(learned, spe
 
     assert wer() > 50.0
     truth = {i: (dataset.targets[i].tolist(), 0.0) for i in range(len(speakers))}
-    adapt_speakers(dataset, learned.model, lambda: truth, AdaptOptions(rounds=1, epochs=100, lr=0.02, keep_fraction=1.0))
+    # the fit ends exact after 100-200 epochs, depending on how the audio rounds (after 100, one
+    # "seven" can still read "sen"): 400 leave it room
+    adapt_speakers(dataset, learned.model, lambda: truth, AdaptOptions(rounds=1, epochs=400, lr=0.02, keep_fraction=1.0))
     assert wer() == 0.0
 
 
