@@ -50,6 +50,13 @@ class AugmentConfig:
     # one, such as FSDD): the silence goes, and weak onsets and endings (f, th, s) with it
     trim_prob: float = 0.0
     trim_db_range: List[float] = field(default_factory=lambda: [10.0, 35.0])
+    # words after a pause: the utterance and a short other one (under join_partner_seconds), each
+    # cut to tight edges, joined by join_pause seconds of digital silence (then covered by the noise,
+    # when noise is drawn), their transcripts joined too: people pause between words, and a model
+    # that heard pauses only at an utterance's edges garbles the word after one (docs/RESULTS.md, 5yd)
+    join_prob: float = 0.0
+    join_pause: List[float] = field(default_factory=lambda: [0.1, 1.0])
+    join_partner_seconds: float = 1.2
     # room reverberation: simulated rooms (exponentially decaying noise after the direct sound) with
     # a reverberation time in rt60_range seconds, or, with rir_dir, half the time a real impulse response
     reverb_prob: float = 0.0
@@ -282,6 +289,15 @@ def trim_to_loudness(waveform: torch.Tensor, sample_rate: int, floor_db: float) 
     return waveform[int(loud[0]) * hop: (int(loud[-1]) + 1) * hop]
 
 
+def join_with_pause(first: torch.Tensor, second: torch.Tensor, sample_rate: int, pause_seconds: float,
+                    floor_db: tuple[float, float]) -> torch.Tensor:
+    """(T1,), (T2,) -> (T,): each cut to tight edges (:func:`trim_to_loudness` at its floor), then
+    joined by ``pause_seconds`` of digital silence."""
+    pause = torch.zeros(int(pause_seconds * sample_rate), dtype=first.dtype)
+    return torch.cat([trim_to_loudness(first, sample_rate, floor_db[0]), pause,
+                      trim_to_loudness(second, sample_rate, floor_db[1])])
+
+
 class WaveformAugmenter:
     """Draws one chain of effects per utterance: speed, pitch, edges (trimmed or padded),
     reverberation, noise, band and equaliser, gain (in that order: the segment a segmenter hands
@@ -299,9 +315,23 @@ class WaveformAugmenter:
         self.noises = AudioFolder(cfg.noise_dir, "augment.noise_dir") if cfg.noise_dir else None
         self.rirs = AudioFolder(cfg.rir_dir, "augment.rir_dir") if cfg.rir_dir else None
 
+    def ramp(self, epoch: int) -> float:
+        """The share of their probabilities the effects have in ``epoch`` (growing to 1 over warmup_epochs)."""
+        return min(1.0, (epoch + 1) / (self.cfg.warmup_epochs + 1))
+
+    def draws_join(self, g: torch.Generator, epoch: int) -> bool:
+        """Whether this utterance is joined with another (``join_prob``); the dataset picks the other."""
+        return _happens(self.ramp(epoch) * self.cfg.join_prob, g)
+
+    def join(self, first: torch.Tensor, second: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """The two utterances at tight edges with a pause between (:func:`join_with_pause`)."""
+        pause = _uniform(*self.cfg.join_pause, g)
+        floors = (_uniform(*self.cfg.trim_db_range, g), _uniform(*self.cfg.trim_db_range, g))
+        return join_with_pause(first, second, self.sample_rate, pause, floors)
+
     def __call__(self, waveform: torch.Tensor, g: torch.Generator, epoch: int = 0) -> tuple[torch.Tensor, float]:
         cfg, rate = self.cfg, self.sample_rate
-        ramp = min(1.0, (epoch + 1) / (cfg.warmup_epochs + 1))  # the effects' probabilities grow to theirs
+        ramp = self.ramp(epoch)
         speed = cfg.speed_factors[int(torch.randint(len(cfg.speed_factors), (1,), generator=g))] if cfg.speed_factors else 1.0
         warp = 1.0
         if _happens(ramp * cfg.pitch_prob, g):

@@ -183,7 +183,7 @@ def _front_end_checks(cfg: TrainConfig) -> list[tuple[str, bool, str]]:
          "must be >= features.hop_ms"),
         ("augment.speed_factors", all(0.5 <= f <= 2.0 for f in cfg.augment.speed_factors), "each in [0.5, 2]"),
         *[(f"augment.{name}", 0 <= getattr(cfg.augment, name) <= 1, "must be in [0, 1]") for name in
-          ("pitch_prob", "vtlp_prob", "trim_prob", "edge_silence_prob", "reverb_prob", "noise_prob", "babble_share", "band_prob", "eq_prob", "gain_prob")],
+          ("pitch_prob", "vtlp_prob", "trim_prob", "join_prob", "edge_silence_prob", "reverb_prob", "noise_prob", "babble_share", "band_prob", "eq_prob", "gain_prob")],
         ("augment.pitch_range", 0 <= cfg.augment.pitch_range <= 0.5, "must be in [0, 0.5]"),
         ("augment.vtlp_range", 0 <= cfg.augment.vtlp_range <= 0.3, "must be in [0, 0.3]"),
         ("augment.rt60_range", _is_range(cfg.augment.rt60_range, 0.01, 5.0), "must be [low, high] within [0.01, 5] s"),
@@ -191,6 +191,8 @@ def _front_end_checks(cfg: TrainConfig) -> list[tuple[str, bool, str]]:
         ("augment.eq_db", 0 <= cfg.augment.eq_db <= 30, "must be in [0, 30]"),
         ("augment.trim_db_range", _is_range(cfg.augment.trim_db_range, 1.0, 120.0), "must be [low, high] within [1, 120] dB"),
         ("augment.edge_silence", 0 <= cfg.augment.edge_silence <= 5, "must be in [0, 5] s"),
+        ("augment.join_pause", _is_range(cfg.augment.join_pause, 0.0, 5.0), "must be [low, high] within [0, 5] s"),
+        ("augment.join_partner_seconds", 0 < cfg.augment.join_partner_seconds <= 30, "must be in (0, 30] s"),
         ("augment.warmup_epochs", cfg.augment.warmup_epochs >= 0, "must be >= 0"),
         ("augment.gain_db", 0 <= cfg.augment.gain_db <= 40, "must be in [0, 40]"),
         ("augment.time_mask_max_ratio", 0 <= cfg.augment.time_mask_max_ratio < 1, "must be in [0, 1)"),

@@ -193,6 +193,7 @@ class SpeechDataset(Dataset):
         self.seed = seed
         self.cache = AudioCache(self._read, audio_cache_mb) if audio_cache_mb > 0 else None
         self.norm_stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # (mean, std) replacing an utterance's own
+        self.tokenizer = tokenizer
         self.use_augment(augment)
         self.targets = [
             torch.tensor(tokenizer.encode(u.text) if tokenizer else [], dtype=torch.long) for u in self.utterances
@@ -204,6 +205,9 @@ class SpeechDataset(Dataset):
         # babble is mixed from the dataset's own other utterances
         self.augmenter = None if augment is None else WaveformAugmenter(
             augment, self.extractor.cfg.sample_rate, self.waveform, len(self.utterances))
+        # the short utterances another may be joined with (augment.join_prob)
+        self.join_partners = [] if augment is None or not augment.join_prob or self.tokenizer is None else [
+            i for i, u in enumerate(self.utterances) if u.duration <= augment.join_partner_seconds]
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -221,9 +225,15 @@ class SpeechDataset(Dataset):
             features = self.extractor.normalize(self.extractor.log_mel(waveform), self.norm_stats.get(index))
             return Example(features, self.targets[index], index)
         generator = torch.Generator().manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
+        targets = self.targets[index]
+        if self.join_partners and self.augmenter.draws_join(generator, epoch):
+            other = self.join_partners[int(torch.randint(len(self.join_partners), (1,), generator=generator))]
+            waveform = self.augmenter.join(waveform, self.waveform(other), generator)
+            text = f"{self.utterances[index].text} {self.utterances[other].text}"
+            targets = torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
         waveform, warp = self.augmenter(waveform, generator, epoch)
         features = spec_augment(self.extractor(waveform, warp), self.augment, generator)
-        return Example(features, self.targets[index], index)
+        return Example(features, targets, index)
 
     def use_speaker_stats(self, mode: SpeakerNorm = SpeakerNorm.labels, seconds: float = POOL_SECONDS) -> None:
         """Normalize each utterance with statistics pooled over its speaker's utterances, not over

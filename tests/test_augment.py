@@ -14,7 +14,7 @@ from asr import fft
 from asr.audio import load_audio
 from asr.augment import (
     AudioFolder, AugmentConfig, WaveformAugmenter, add_noise, band_limit, coloured_noise, equalize, fast_fft_length,
-    reverberate, simulated_rir, spec_augment, speed_perturb, trim_to_loudness, warp_filters,
+    join_with_pause, reverberate, simulated_rir, spec_augment, speed_perturb, trim_to_loudness, warp_filters,
 )
 from asr.errors import ConfigError
 from asr.features import FeatureConfig, FeatureExtractor
@@ -273,3 +273,15 @@ def test_trimming_digital_silence_or_a_frame_keeps_it():
     assert torch.equal(trim_to_loudness(silence, RATE, 20.0), silence)
     short = torch.randn(RATE // 100)
     assert torch.equal(trim_to_loudness(short, RATE, 20.0), short)
+
+
+def test_joined_utterances_lie_at_tight_edges_on_either_side_of_the_pause():
+    frame = RATE // 100
+    silence = torch.zeros(20 * frame)
+    first, second = torch.randn(30 * frame), 0.5 * torch.randn(12 * frame)
+    joined = join_with_pause(torch.cat([silence, first, silence]), torch.cat([silence, second]), RATE, 0.37,
+                             (20.0, 20.0))
+    pause = int(0.37 * RATE)
+    assert joined.numel() == first.numel() + pause + second.numel()
+    assert torch.equal(joined[: first.numel()], first) and torch.equal(joined[-second.numel():], second)
+    assert not joined[first.numel(): first.numel() + pause].any()

@@ -199,6 +199,8 @@ CONFIG_CASES = {
     "augment.noise_prob=1.5": "augment.noise_prob=1.5: must be in [0, 1]",
     "augment.snr_range=[30,5]": "augment.snr_range=[30.0, 5.0]: must be [low, high] within [-20, 100] dB",
     "augment.trim_db_range=[40,10]": "augment.trim_db_range=[40.0, 10.0]: must be [low, high] within [1, 120] dB",
+    "augment.join_pause=[1.0,0.2]": "augment.join_pause=[1.0, 0.2]: must be [low, high] within [0, 5] s",
+    "augment.join_prob=2": "augment.join_prob=2.0: must be in [0, 1]",
     "trainer.init_from=missing.pt": "trainer.init_from=missing.pt: ",
 }
 

@@ -181,3 +181,28 @@ def test_augmented_items_are_the_same_with_the_audio_cache(tmp_path, augment):
             assert torch.equal(cached[ItemKey(i, epoch)].features, plain[ItemKey(i, epoch)].features)
     assert sorted(cached.cache.samples) == list(range(6))
     assert all(torch.equal(cached.cache.samples[i], plain.waveform(i)) for i in range(6))
+
+
+def test_a_joined_item_says_both_transcripts_with_a_pause_between(tmp_path):
+    """augment.join_prob: the utterance, a pause, then one of the short ones; its targets are both
+    transcripts; the same key gives the same item, and without join_prob nothing is joined."""
+    texts = ["ab", "ba", "aab"]
+    utts = []
+    for i, seconds in enumerate([0.8, 0.4, 2.0]):  # the third is too long to be a partner
+        audio = np.concatenate([np.zeros(1600), tone(seconds, 16000, freq=300.0 + 100 * i)[:, 0], np.zeros(1600)])
+        sf.write(tmp_path / f"{i}.wav", audio, 16000)
+        utts.append(Utterance(tmp_path / f"{i}.wav", audio.size / 16000, texts[i]))
+    extractor = FeatureExtractor(FeatureConfig(n_mels=20))
+    tokenizer = train_tokenizer(TokenizerConfig(), texts)
+    quiet = dict(speed_factors=[1.0], freq_masks=0, time_masks=0)
+    joining = SpeechDataset(utts, extractor, tokenizer, AugmentConfig(join_prob=1.0, join_pause=[0.5, 0.5], **quiet))
+    assert joining.join_partners == [0, 1]
+    item = joining[ItemKey(2, 0)]
+    partner = [j for j in (0, 1) if item.targets.tolist() == tokenizer.encode(f"aab {texts[j]}")]
+    assert len(partner) == 1  # both transcripts, the partner's after a space
+    tight = 2.0 + utts[partner[0]].duration - 0.2  # the edges' 0.1 s silences gone, 0.5 s of pause between
+    assert abs(item.features.shape[0] / 100 - (tight + 0.5)) < 0.03
+    again = joining[ItemKey(2, 0)]
+    assert torch.equal(again.features, item.features) and torch.equal(again.targets, item.targets)
+    plain = SpeechDataset(utts, extractor, tokenizer, AugmentConfig(**quiet))
+    assert plain.join_partners == [] and plain[ItemKey(2, 0)].targets.tolist() == tokenizer.encode("aab")

@@ -33,10 +33,11 @@ def manifest(tmp_path_factory) -> Path:
 
 def overrides(manifest: Path, out: Path, resume: bool = False, **changes: str) -> list[str]:
     """The tiny config with dropout and the robust augmentation on (noise, babble of other
-    utterances, rooms, channels, ramped in over the epochs: the RNG state and the epoch matter)
-    and a checkpoint after every step."""
+    utterances, rooms, channels, half the utterances joined with another, ramped in over the
+    epochs: the RNG state and the epoch matter) and a checkpoint after every step."""
     items = dict(o.split("=", 1) for o in tiny_overrides(manifest, out, EPOCHS, resume))
     items.update({"model.dropout": "0.2", "augment": "robust", "augment.warmup_epochs": "2",
+                  "augment.join_prob": "0.5", "augment.join_partner_seconds": "10",
                   "trainer.checkpoint_every_steps": "1",
                   "trainer.keep_checkpoints": "3", "trainer.num_threads": "1"}, **changes)
     return [f"{k}={v}" for k, v in items.items()]
