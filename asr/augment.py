@@ -325,9 +325,8 @@ class WaveformAugmenter:
 
     def join(self, first: torch.Tensor, second: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """The two utterances at tight edges with a pause between (:func:`join_with_pause`)."""
-        pause = _uniform(*self.cfg.join_pause, g)
         floors = (_uniform(*self.cfg.trim_db_range, g), _uniform(*self.cfg.trim_db_range, g))
-        return join_with_pause(first, second, self.sample_rate, pause, floors)
+        return join_with_pause(first, second, self.sample_rate, _uniform(*self.cfg.join_pause, g), floors)
 
     def __call__(self, waveform: torch.Tensor, g: torch.Generator, epoch: int = 0) -> tuple[torch.Tensor, float]:
         cfg, rate = self.cfg, self.sample_rate
