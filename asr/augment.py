@@ -53,7 +53,9 @@ class AugmentConfig:
     # words after a pause: the utterance and a short other one (under join_partner_seconds), each
     # cut to tight edges, joined by join_pause seconds of digital silence (then covered by the noise,
     # when noise is drawn), their transcripts joined too: people pause between words, and a model
-    # that heard pauses only at an utterance's edges garbles the word after one (docs/RESULTS.md, 5yd)
+    # that heard pauses only at an utterance's edges garbles the word after one (docs/RESULTS.md, 5yd).
+    # A joined utterance is longer than its manifest says: its batch passes data.max_frames_per_batch
+    # by up to join_pause + join_partner_seconds of frames for each one
     join_prob: float = 0.0
     join_pause: List[float] = field(default_factory=lambda: [0.1, 1.0])
     join_partner_seconds: float = 1.2

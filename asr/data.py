@@ -227,13 +227,21 @@ class SpeechDataset(Dataset):
         generator = torch.Generator().manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
         targets = self.targets[index]
         if self.join_partners and self.augmenter.draws_join(generator, epoch):
-            other = self.join_partners[int(torch.randint(len(self.join_partners), (1,), generator=generator))]
-            waveform = self.augmenter.join(waveform, self.waveform(other), generator)
-            text = f"{self.utterances[index].text} {self.utterances[other].text}"
-            targets = torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
+            waveform, targets = self._joined(index, waveform, generator)
         waveform, warp = self.augmenter(waveform, generator, epoch)
         features = spec_augment(self.extractor(waveform, warp), self.augment, generator)
         return Example(features, targets, index)
+
+    def _joined(self, index: int, waveform: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The utterance joined by a pause with a short other one, and both transcripts; the
+        utterance alone when the other's audio is unusable (reported where it is trained on)."""
+        other = self.join_partners[int(torch.randint(len(self.join_partners), (1,), generator=generator))]
+        try:
+            partner = self.waveform(other)
+        except AudioError:
+            return waveform, self.targets[index]
+        text = f"{self.utterances[index].text} {self.utterances[other].text}"
+        return self.augmenter.join(waveform, partner, generator), torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
 
     def use_speaker_stats(self, mode: SpeakerNorm = SpeakerNorm.labels, seconds: float = POOL_SECONDS) -> None:
         """Normalize each utterance with statistics pooled over its speaker's utterances, not over

@@ -206,3 +206,17 @@ def test_a_joined_item_says_both_transcripts_with_a_pause_between(tmp_path):
     assert torch.equal(again.features, item.features) and torch.equal(again.targets, item.targets)
     plain = SpeechDataset(utts, extractor, tokenizer, AugmentConfig(**quiet))
     assert plain.join_partners == [] and plain[ItemKey(2, 0)].targets.tolist() == tokenizer.encode("aab")
+
+
+def test_an_unreadable_partner_leaves_the_utterance_unjoined(tmp_path):
+    """The join's partner cannot be read: the utterance trains alone, and the partner's own item
+    carries its error (reported where it is trained on, not on the utterance it was joined to)."""
+    sf.write(tmp_path / "long.wav", tone(2.0, 16000)[:, 0], 16000)
+    utts = [Utterance(tmp_path / "long.wav", 2.0, "ab"), Utterance(tmp_path / "gone.wav", 0.5, "ba")]
+    tokenizer = train_tokenizer(TokenizerConfig(), ["ab", "ba"])
+    augment = AugmentConfig(join_prob=1.0, speed_factors=[1.0], freq_masks=0, time_masks=0)
+    dataset = SpeechDataset(utts, FeatureExtractor(FeatureConfig(n_mels=20)), tokenizer, augment)
+    assert dataset.join_partners == [1]
+    item = dataset[ItemKey(0, 0)]
+    assert item.targets.tolist() == tokenizer.encode("ab") and item.features.shape[0] == 201
+    assert "gone.wav" in dataset[ItemKey(1, 0)].reason
