@@ -69,8 +69,18 @@ def load_audio(
     """
     import torch
 
+    return torch.from_numpy(read_audio_at(path, sample_rate, offset, duration))
+
+
+def read_audio_at(path: str | Path, sample_rate: int, offset: float = 0.0, duration: float | None = None) -> np.ndarray:
+    """:func:`load_audio` without PyTorch: (T,) float32 samples at ``sample_rate``."""
     samples, file_rate = read_audio(path, offset, duration)
-    return resample(torch.from_numpy(samples), file_rate, sample_rate)
+    if file_rate == sample_rate:
+        return samples
+    resampled = resample_samples(samples, file_rate, sample_rate)
+    if resampled.size == 0:  # e.g. one sample at 48 kHz: none at 16 kHz
+        raise AudioError(f"{path}: audio too short ({samples.size} samples at {file_rate} Hz are none at {sample_rate} Hz)")
+    return resampled
 
 
 def read_audio(path: str | Path, offset: float = 0.0, duration: float | None = None) -> tuple[np.ndarray, int]:

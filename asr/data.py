@@ -208,6 +208,11 @@ class SpeechDataset(Dataset):
         # the short utterances another may be joined with (augment.join_prob)
         self.join_partners = [] if augment is None or not augment.join_prob or self.tokenizer is None else [
             i for i, u in enumerate(self.utterances) if u.duration <= augment.join_partner_seconds]
+        if self.join_partners:
+            word = self.utterances[self.join_partners[0]].text
+            if self.tokenizer.encode(f"{word} {word}") == self.tokenizer.encode(word + word):
+                raise ConfigError("augment.join_prob: the tokenizer has no word separator (a corpus of single "
+                                  "words?), so joined transcripts would run together; set augment.join_prob=0")
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -233,7 +238,7 @@ class SpeechDataset(Dataset):
         return Example(features, targets, index)
 
     def _joined(self, index: int, waveform: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """The utterance joined by a pause with a short other one, and both transcripts; the
+        """The utterance joined by a pause with a short one (itself, now and then), and both transcripts; the
         utterance alone when the other's audio is unusable (reported where it is trained on)."""
         other = self.join_partners[int(torch.randint(len(self.join_partners), (1,), generator=generator))]
         try:

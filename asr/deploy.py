@@ -18,7 +18,7 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from asr.audio import audio_files, audio_info, read_audio, resample_samples
+from asr.audio import audio_files, audio_info, read_audio_at
 from asr.errors import AsrError, AudioError
 from asr.onnx_model import OnnxModel, is_onnx
 from asr.tokenizer import BLANK_ID
@@ -96,10 +96,7 @@ class OnnxTranscriber:
             yield index, self._transcript(log_probs[row, : out_lengths[row]], item)
 
     def _samples(self, path: Path) -> np.ndarray:
-        samples, rate = read_audio(path)
-        if rate == self.model.sample_rate:
-            return samples
-        return resample_samples(samples, rate, self.model.sample_rate)
+        return read_audio_at(path, self.model.sample_rate)
 
     def _transcript(self, log_probs: np.ndarray, item: Input) -> Transcript:
         tokenizer, seconds = self.model.tokenizer, self.model.seconds_per_frame

@@ -141,3 +141,12 @@ def test_upsampling_leaves_no_image_above_the_old_band():
     assert bins[np.argmax(spectrum)] == 3600 and 0.45 < np.abs(out[2000:-2000]).max() < 0.55
     assert level_db[np.abs(bins - 4400) < 50].max() < -90
     assert level_db[bins > 4200].max() < -90
+
+
+def test_audio_too_short_for_the_rate_asked_is_refused_naming_the_file(tmp_path):
+    """One sample at 48 kHz is no sample at 16 kHz: an error, not an empty waveform for the
+    augmentation or the model to trip on."""
+    sf.write(tmp_path / "click.wav", np.array([0.1], dtype=np.float32), 48000)
+    with pytest.raises(AudioError, match=r"click.wav: audio too short \(1 samples at 48000 Hz are none at 16000 Hz\)"):
+        load_audio(tmp_path / "click.wav", 16000)
+    assert load_audio(tmp_path / "click.wav", 48000).numel() == 1

@@ -10,7 +10,7 @@ import torch
 from asr.audio_cache import AudioCache
 from asr.augment import AugmentConfig
 from asr.data import BucketBatchSampler, ItemKey, SpeechDataset, Utterance, collate, read_manifest, write_manifest
-from asr.errors import AudioError, ManifestError
+from asr.errors import AudioError, ConfigError, ManifestError
 from asr.features import FeatureConfig, FeatureExtractor
 from asr.tokenizer import TokenizerConfig, train_tokenizer
 from conftest import tone, write_audio
@@ -186,7 +186,7 @@ def test_augmented_items_are_the_same_with_the_audio_cache(tmp_path, augment):
 def test_a_joined_item_says_both_transcripts_with_a_pause_between(tmp_path):
     """augment.join_prob: the utterance, a pause, then one of the short ones; its targets are both
     transcripts; the same key gives the same item, and without join_prob nothing is joined."""
-    texts = ["ab", "ba", "aab"]
+    texts = ["a b", "b a", "a ab"]
     utts = []
     for i, seconds in enumerate([0.8, 0.4, 2.0]):  # the third is too long to be a partner
         audio = np.concatenate([np.zeros(1600), tone(seconds, 16000, freq=300.0 + 100 * i)[:, 0], np.zeros(1600)])
@@ -198,25 +198,36 @@ def test_a_joined_item_says_both_transcripts_with_a_pause_between(tmp_path):
     joining = SpeechDataset(utts, extractor, tokenizer, AugmentConfig(join_prob=1.0, join_pause=[0.5, 0.5], **quiet))
     assert joining.join_partners == [0, 1]
     item = joining[ItemKey(2, 0)]
-    partner = [j for j in (0, 1) if item.targets.tolist() == tokenizer.encode(f"aab {texts[j]}")]
-    assert len(partner) == 1  # both transcripts, the partner's after a space
+    space = tokenizer.encode("a b")[1]
+    partner = [j for j in (0, 1) if item.targets.tolist() == tokenizer.encode("a ab") + [space] + tokenizer.encode(texts[j])]
+    assert len(partner) == 1  # both transcripts, the partner's after a word separator
     tight = 2.0 + utts[partner[0]].duration - 0.2  # the edges' 0.1 s silences gone, 0.5 s of pause between
     assert abs(item.features.shape[0] / 100 - (tight + 0.5)) < 0.03
     again = joining[ItemKey(2, 0)]
     assert torch.equal(again.features, item.features) and torch.equal(again.targets, item.targets)
     plain = SpeechDataset(utts, extractor, tokenizer, AugmentConfig(**quiet))
-    assert plain.join_partners == [] and plain[ItemKey(2, 0)].targets.tolist() == tokenizer.encode("aab")
+    assert plain.join_partners == [] and plain[ItemKey(2, 0)].targets.tolist() == tokenizer.encode("a ab")
 
 
 def test_an_unreadable_partner_leaves_the_utterance_unjoined(tmp_path):
     """The join's partner cannot be read: the utterance trains alone, and the partner's own item
     carries its error (reported where it is trained on, not on the utterance it was joined to)."""
     sf.write(tmp_path / "long.wav", tone(2.0, 16000)[:, 0], 16000)
-    utts = [Utterance(tmp_path / "long.wav", 2.0, "ab"), Utterance(tmp_path / "gone.wav", 0.5, "ba")]
-    tokenizer = train_tokenizer(TokenizerConfig(), ["ab", "ba"])
+    utts = [Utterance(tmp_path / "long.wav", 2.0, "a b"), Utterance(tmp_path / "gone.wav", 0.5, "b a")]
+    tokenizer = train_tokenizer(TokenizerConfig(), ["a b", "b a"])
     augment = AugmentConfig(join_prob=1.0, speed_factors=[1.0], freq_masks=0, time_masks=0)
     dataset = SpeechDataset(utts, FeatureExtractor(FeatureConfig(n_mels=20)), tokenizer, augment)
     assert dataset.join_partners == [1]
     item = dataset[ItemKey(0, 0)]
-    assert item.targets.tolist() == tokenizer.encode("ab") and item.features.shape[0] == 201
+    assert item.targets.tolist() == tokenizer.encode("a b") and item.features.shape[0] == 201
     assert "gone.wav" in dataset[ItemKey(1, 0)].reason
+
+
+def test_joining_with_a_tokenizer_without_word_separator_is_refused(tmp_path):
+    """Single-word transcripts train a character set without a space: joined, "ab" and "ba" would
+    be taught as "abba"."""
+    sf.write(tmp_path / "a.wav", tone(0.5, 16000)[:, 0], 16000)
+    utts = [Utterance(tmp_path / "a.wav", 0.5, "ab"), Utterance(tmp_path / "a.wav", 0.5, "ba")]
+    tokenizer = train_tokenizer(TokenizerConfig(), ["ab", "ba"])
+    with pytest.raises(ConfigError, match="augment.join_prob: the tokenizer has no word separator"):
+        SpeechDataset(utts, FeatureExtractor(FeatureConfig(n_mels=20)), tokenizer, AugmentConfig(join_prob=0.5))
