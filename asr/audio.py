@@ -112,7 +112,7 @@ def read_audio(path: str | Path, offset: float = 0.0, duration: float | None = N
     return np.ascontiguousarray(mono), file_rate
 
 
-def resample(waveform: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+def resample(waveform: torch.Tensor, orig_rate: float, new_rate: float) -> torch.Tensor:
     """(T,) audio at ``orig_rate`` -> (T',) float32 at ``new_rate`` (:func:`resample_samples`);
     a no-op when the rates agree."""
     if orig_rate == new_rate:
@@ -122,7 +122,7 @@ def resample(waveform: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Ten
     return torch.from_numpy(resample_samples(waveform.detach().cpu().numpy(), orig_rate, new_rate))
 
 
-def resample_samples(samples: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+def resample_samples(samples: np.ndarray, orig_rate: float, new_rate: float) -> np.ndarray:
     """(T,) samples -> (T',) float32, T' = round(T · new / orig), by soxr at RESAMPLE_QUALITY:
     any ratio in little memory, and images and aliases far under the quietest speech. A looser
     filter matters: 8 kHz speech upsampled by a short sinc kernel mirrors its formants into

@@ -20,7 +20,7 @@ import torch
 import torchaudio.functional as AF
 
 from asr import fft
-from asr.audio import AUDIO_SUFFIXES, audio_files, audio_info, block_energy_db, load_audio
+from asr.audio import AUDIO_SUFFIXES, audio_files, audio_info, block_energy_db, load_audio, resample
 from asr.errors import AudioError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -96,10 +96,12 @@ class AugmentConfig:
 
 
 def speed_perturb(waveform: torch.Tensor, factor: float, sample_rate: int) -> torch.Tensor:
-    """Play (T,) audio ``factor`` times faster (pitch shifts too, like sox ``speed``)."""
+    """Play (T,) audio ``factor`` times faster (pitch shifts too, like sox ``speed``): the samples
+    taken as recorded at ``factor`` times the rate and resampled to it (:func:`resample`), which
+    removes what a speed-up lifts above the Nyquist frequency."""
     if factor == 1.0:
         return waveform
-    return AF.speed(waveform, sample_rate, factor)[0]
+    return resample(waveform, sample_rate * factor, sample_rate)
 
 
 def add_noise(speech: torch.Tensor, noise: torch.Tensor, snr_db: float) -> torch.Tensor:
@@ -338,8 +340,7 @@ class WaveformAugmenter:
         if _happens(ramp * cfg.pitch_prob, g):
             pitch = _uniform(1 - cfg.pitch_range, 1 + cfg.pitch_range, g)
             speed, warp = speed * pitch, 1 / pitch
-        # one resampling for both, by a ratio of small numbers (hundredths): a short polyphase kernel
-        waveform = speed_perturb(waveform, round(speed, 2), rate)
+        waveform = speed_perturb(waveform, speed, rate)  # one resampling for both
         if _happens(ramp * cfg.vtlp_prob, g):
             warp *= _uniform(1 - cfg.vtlp_range, 1 + cfg.vtlp_range, g)
         if _happens(ramp * cfg.trim_prob, g):

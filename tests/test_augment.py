@@ -144,6 +144,24 @@ def test_speed_perturbation_changes_length_by_the_factor():
     assert abs(speed_perturb(waveform, 0.9, RATE).shape[0] - RATE / 0.9) <= 1
 
 
+def _band_db(waveform: torch.Tensor, low_hz: float, high_hz: float) -> float:
+    """Energy between the two frequencies, in dB relative to the whole signal's."""
+    power = torch.fft.rfft(waveform * torch.hann_window(waveform.numel())).abs().pow(2)
+    hz = torch.fft.rfftfreq(waveform.numel(), 1 / RATE)
+    band = power[(hz >= low_hz) & (hz <= high_hz)].sum()
+    return float(10 * torch.log10(band / power.sum()))
+
+
+def test_speed_perturbation_moves_a_tone_by_the_factor_and_removes_what_leaves_the_band():
+    low = speed_perturb(torch.from_numpy(tone(1.0, RATE, freq=3000)[:, 0]), 1.1, RATE)
+    assert _band_db(low, 3250, 3350) > -0.5  # 3.0 kHz played 1.1 times faster sounds at 3.3 kHz
+    # 7.6 kHz sped up lands at 8.36 kHz, above the 8 kHz Nyquist frequency: it must go, not fold
+    # back to 7.64 kHz (a short sinc kernel's transition band lets it through at about -30 dB)
+    high = speed_perturb(torch.from_numpy(tone(1.0, RATE, freq=7600)[:, 0]), 1.1, RATE)
+    steady = high[RATE // 8: -RATE // 8]  # away from the clicks where the tone starts and stops
+    assert float(steady.pow(2).mean()) < 1e-9 * 0.125  # under -90 dB of the 0.5-amplitude sine's power
+
+
 def test_spec_augment_masks_bands_and_spans_and_is_reproducible():
     feats = torch.randn(200, 40) + 5
     cfg = AugmentConfig(freq_masks=2, freq_mask_width=10, time_masks=2, time_mask_max_ratio=0.1)
