@@ -330,7 +330,10 @@ def samples_to_waveform(samples: np.ndarray | torch.Tensor, sample_rate: int | N
         raise AudioError(f"samples of shape {tuple(samples.shape)}: expected (T,) or (T, channels) with T > 0")
     if not torch.isfinite(waveform).all():
         raise AudioError("samples contain NaN or infinite values")
-    return resample(waveform, sample_rate, model_rate)
+    resampled = resample(waveform, sample_rate, model_rate)
+    if resampled.numel() == 0:  # as a file that short is refused (asr.audio.read_audio_at)
+        raise AudioError(f"samples too short ({waveform.numel()} at {sample_rate} Hz are none at {model_rate} Hz)")
+    return resampled
 
 
 def raise_unusable(transcripts: list[Transcript]) -> list[Transcript]:

@@ -88,3 +88,6 @@ def test_bad_input_raises_the_projects_error_with_the_clis_message(trained_tiny,
         model.transcribe(np.zeros(100, dtype=np.float32))
     with pytest.raises(asr.AsrError, match="samples contain NaN"):
         model.transcribe(np.full(100, np.nan, dtype=np.float32), sample_rate=8000)
+    # one sample at 48 kHz is none at the model's 8 kHz: refused as the same audio in a file is
+    with pytest.raises(asr.AsrError, match=r"^samples too short \(1 at 48000 Hz are none at 8000 Hz\)"):
+        model.transcribe(np.zeros(1, dtype=np.float32), sample_rate=48000)
