@@ -139,7 +139,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def stream_options(args: argparse.Namespace) -> dict:
     return dict(chunk_ms=args.chunk_ms, right_context_ms=args.right_context_ms,
                 endpoint_silence_ms=args.endpoint_silence_ms, max_segment_s=args.max_segment,
-                final_pass=args.final_pass, speaker_norm=args.speaker_norm, adapt=args.adapt)
+                final_pass=args.final_pass, trim_db=args.trim_db, speaker_norm=args.speaker_norm, adapt=args.adapt)
 
 
 COMPUTE_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")

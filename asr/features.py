@@ -7,6 +7,7 @@ file transcription and streaming.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 from typing import Iterable
@@ -119,6 +120,15 @@ def utterance_stats(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(frames, F) -> the (mean, std), each (F,), that "utterance" normalization takes from the
     frames themselves; the std floored at ``STD_FLOOR``."""
     return feats.mean(0), feats.std(0, unbiased=False).clamp_min(STD_FLOOR)
+
+
+def sound_span(log_mel: torch.Tensor, floor_db: float) -> slice:
+    """(frames, n_mels) log-mel -> the frames from the first to the last whose power is within
+    ``floor_db`` dB of the loudest frame's: the segment cut to its sound, as an energy-threshold
+    segmenter cuts (and as ``augment.trim_prob`` cuts training utterances)."""
+    power_db = torch.logsumexp(log_mel.double(), dim=1) * (10 / math.log(10))
+    loud = torch.nonzero(power_db >= power_db.max() - floor_db).flatten()
+    return slice(int(loud[0]), int(loud[-1]) + 1) if loud.numel() else slice(0, log_mel.shape[0])
 
 
 def feature_stats(features: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -239,13 +249,15 @@ class StreamingFeatures:
         self.frames_out += count
         return self._normalize(feats)
 
-    def utterance(self) -> torch.Tensor:
+    def utterance(self, trim_db: float | None = None) -> torch.Tensor:
         """(frames, n_mels): every frame so far, normalized as the offline front end normalizes
         the same samples (for "utterance" normalization, with the statistics of all of them, or
-        of all of them and the speaker's)."""
+        of all of them and the speaker's); with ``trim_db``, only those of :func:`sound_span`."""
         if not self.raw:
             return self._empty()
         raw = torch.cat(self.raw)
+        if trim_db is not None:
+            raw = raw[sound_span(raw, trim_db)]
         return self.extractor.normalize(raw, None if self.speaker is None else self.speaker.pooled(raw))
 
     def _normalize(self, feats: torch.Tensor) -> torch.Tensor:

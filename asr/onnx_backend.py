@@ -84,7 +84,7 @@ class OnnxStreamingRecognizer(StreamingRecognizer):
         self.feature_frames = torch.cat([self.feature_frames, feats])  # the model stacks frames itself
 
     def _final_log_probs(self) -> torch.Tensor:
-        return self._log_probs(self.features.utterance())
+        return self._log_probs(self.features.utterance(self.options.trim_db or None))
 
     def _log_probs(self, features: torch.Tensor) -> torch.Tensor:
         """(T, F) features -> (T', V) log-probs of the whole model."""

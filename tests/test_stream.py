@@ -19,7 +19,7 @@ import torch
 
 from asr.audio import resample_samples
 from asr.errors import ConfigError
-from asr.features import FeatureConfig, FeatureExtractor, NormMode, StreamingFeatures
+from asr.features import FeatureConfig, FeatureExtractor, NormMode, StreamingFeatures, sound_span
 from asr.chunked import forward_chunk
 from asr.model import AcousticModel, ModelConfig
 from asr.sources import StreamResampler
@@ -167,7 +167,8 @@ def test_full_final_pass_of_an_utterance_normalized_model_equals_offline(tiny_re
     recognizer = Recognizer(recognizer.model, copy.deepcopy(recognizer.extractor), recognizer.tokenizer, "cpu")
     recognizer.extractor.cfg.normalization = NormMode.utterance
     path, _ = yesno_file(manifest)
-    options = StreamOptions(endpoint_silence_ms=60_000, max_segment_s=600)  # one segment: the whole file
+    # one segment: the whole file, all of it heard by the final pass
+    options = StreamOptions(endpoint_silence_ms=60_000, max_segment_s=600, trim_db=0)
     from asr.sources import file_blocks
 
     events = list(stream_events(StreamingRecognizer(recognizer, options), file_blocks(path, recognizer.sample_rate, False)))
@@ -175,10 +176,54 @@ def test_full_final_pass_of_an_utterance_normalized_model_equals_offline(tiny_re
     assert expected and [e.text for e in events if e.type == "final"] == [expected]
 
 
+def test_sound_span_is_the_stretch_within_the_floor_of_the_loudest():
+    rate, hop = 16000, 160
+    t = np.arange(rate // 2) / rate
+    loud, quiet = 0.5 * np.sin(2 * np.pi * 440 * t), 0.5 * 10 ** (-30 / 20) * np.sin(2 * np.pi * 440 * t[: rate // 5])
+    silence = np.zeros(rate // 2)
+    waveform = torch.from_numpy(np.concatenate([silence, loud, quiet, silence]).astype(np.float32))
+    log_mel = FeatureExtractor(FeatureConfig(normalization=NormMode.none)).log_mel(waveform)
+    start, loud_end, quiet_end = len(silence) // hop, (len(silence) + len(loud)) // hop, (len(silence) + len(loud) + len(quiet)) // hop
+    wide, narrow = sound_span(log_mel, 35), sound_span(log_mel, 20)
+    assert abs(wide.start - start) <= 2 and abs(wide.stop - quiet_end) <= 2  # the tone 30 dB down is kept
+    assert abs(narrow.start - start) <= 2 and abs(narrow.stop - loud_end) <= 2  # and cut at a 20 dB floor
+    assert sound_span(torch.full((7, 40), -3.0), 35) == slice(0, 7)
+
+
+def test_silence_around_a_segment_leaves_its_final_result_as_it_was(tiny_recognizer, tmp_path):
+    """The full final pass hears the segment cut to its sound (trim_db): a second of digital silence
+    before and after the same speech (as the endpointer leaves it) gives the same final result."""
+    recognizer, _, manifest = tiny_recognizer
+    recognizer = Recognizer(recognizer.model, copy.deepcopy(recognizer.extractor), recognizer.tokenizer, "cpu")
+    recognizer.extractor.cfg.normalization = NormMode.utterance
+    path, _ = yesno_file(manifest)
+    speech, rate = sf.read(path, dtype="float32")
+    padded = tmp_path / "padded.wav"
+    sf.write(padded, np.concatenate([np.zeros(rate, np.float32), speech, np.zeros(rate, np.float32)]), rate)
+    options = StreamOptions(endpoint_silence_ms=60_000, max_segment_s=600)
+    from asr.sources import file_blocks
+
+    heard: list[int] = []  # output frames of each final pass
+
+    class Listening(StreamingRecognizer):
+        def _final_log_probs(self) -> torch.Tensor:
+            log_probs = super()._final_log_probs()
+            heard.append(log_probs.shape[0])
+            return log_probs
+
+    def final(audio: str) -> list[str]:
+        events = stream_events(Listening(recognizer, options), file_blocks(audio, recognizer.sample_rate, False))
+        return [e.text for e in events if e.type == "final"]
+
+    plain, surrounded = final(path), final(str(padded))
+    assert plain and surrounded == plain
+    assert len(heard) == 2 and abs(heard[1] - heard[0]) <= 1  # not the 2 s of silence (about 66 frames)
+
+
 def test_bad_stream_options_name_the_field(tiny_recognizer):
     recognizer = tiny_recognizer[0]
     for options, field in [(StreamOptions(chunk_ms=0), "chunk_ms"), (StreamOptions(right_context_ms=-1), "right_context_ms"),
-                           (StreamOptions(final_pass="later"), "final_pass")]:
+                           (StreamOptions(final_pass="later"), "final_pass"), (StreamOptions(trim_db=-1), "trim_db")]:
         with pytest.raises(ConfigError, match=field):
             StreamingRecognizer(recognizer, options)
 
