@@ -85,8 +85,9 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
                    help="full (default): each final result re-runs the whole bidirectional model over its segment; "
                    "chunked: finals from the same chunked outputs as the partials")
     p.add_argument("--trim-db", type=float, default=so.trim_db,
-                   help="the full final pass hears each segment from its first to its last frame within this many "
-                   f"dB of its loudest, as training cuts utterances; 0 keeps the whole segment (default {so.trim_db:g})")
+                   help="each finished segment is cut from its first to its last frame within this many dB of its "
+                   "loudest, as training cuts utterances, for the full final pass and the speaker's statistics; "
+                   f"0 keeps the whole segment (default {so.trim_db:g})")
     p.add_argument("--speaker-norm", action="store_true",
                    help="one speaker throughout (per stream): normalize each segment with the statistics of all the "
                    "speech so far, not its own alone (models with per-utterance normalization)")

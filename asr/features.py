@@ -125,7 +125,10 @@ def utterance_stats(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def sound_span(log_mel: torch.Tensor, floor_db: float) -> slice:
     """(frames, n_mels) log-mel -> the frames from the first to the last whose power is within
     ``floor_db`` dB of the loudest frame's: the segment cut to its sound, as an energy-threshold
-    segmenter cuts (and as ``augment.trim_prob`` cuts training utterances)."""
+    segmenter cuts (and as ``augment.trim_prob`` cuts training utterances). All of them for a
+    ``floor_db`` of 0 (no trimming) or no frames."""
+    if floor_db <= 0 or log_mel.shape[0] == 0:
+        return slice(0, log_mel.shape[0])
     power_db = torch.logsumexp(log_mel.double(), dim=1) * (10 / math.log(10))
     loud = torch.nonzero(power_db >= power_db.max() - floor_db).flatten()
     return slice(int(loud[0]), int(loud[-1]) + 1) if loud.numel() else slice(0, log_mel.shape[0])
@@ -249,15 +252,15 @@ class StreamingFeatures:
         self.frames_out += count
         return self._normalize(feats)
 
-    def utterance(self, trim_db: float | None = None) -> torch.Tensor:
+    def utterance(self, trim_db: float = 0.0) -> torch.Tensor:
         """(frames, n_mels): every frame so far, normalized as the offline front end normalizes
         the same samples (for "utterance" normalization, with the statistics of all of them, or
-        of all of them and the speaker's); with ``trim_db``, only those of :func:`sound_span`."""
+        of all of them and the speaker's); with ``trim_db`` (dB, 0 for none), only those of
+        :func:`sound_span`."""
         if not self.raw:
             return self._empty()
         raw = torch.cat(self.raw)
-        if trim_db is not None:
-            raw = raw[sound_span(raw, trim_db)]
+        raw = raw[sound_span(raw, trim_db)]
         return self.extractor.normalize(raw, None if self.speaker is None else self.speaker.pooled(raw))
 
     def _normalize(self, feats: torch.Tensor) -> torch.Tensor:

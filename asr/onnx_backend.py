@@ -63,8 +63,8 @@ def onnx_components(path: str | Path, device: str = "cpu") -> tuple[OnnxAcoustic
 
 class OnnxStreamingRecognizer(StreamingRecognizer):
     """Streaming with an exported model: a partial result after every ``chunk_ms`` of new audio
-    from the whole segment so far; the final from the whole segment (``final_pass="full"``).
-    Never adapted (``adapt`` is refused: an exported model cannot be fitted to), so the
+    from the whole segment so far; the final from the whole segment cut to its sound
+    (``final_pass="full"``, ``trim_db``). Never adapted (``adapt`` is refused: an exported model cannot be fitted to), so the
     speaker transform the base class applies is left out here."""
 
     def _new_segment(self) -> None:
@@ -84,7 +84,7 @@ class OnnxStreamingRecognizer(StreamingRecognizer):
         self.feature_frames = torch.cat([self.feature_frames, feats])  # the model stacks frames itself
 
     def _final_log_probs(self) -> torch.Tensor:
-        return self._log_probs(self.features.utterance(self.options.trim_db or None))
+        return self._log_probs(self.features.utterance(self.options.trim_db))
 
     def _log_probs(self, features: torch.Tensor) -> torch.Tensor:
         """(T, F) features -> (T', V) log-probs of the whole model."""

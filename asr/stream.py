@@ -11,6 +11,7 @@ search with an LM) as the final result. Sources (microphone, file, stdin) live i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional
 
@@ -39,10 +40,11 @@ class StreamOptions:
     # final results: "full" re-runs the whole bidirectional model over the finished segment
     # (offline accuracy, one extra pass per segment); "chunked" decodes the chunked outputs
     final_pass: str = "full"
-    # the full final pass hears the segment cut to its sound: the frames from the first to the last
-    # within trim_db dB of its loudest (asr.features.sound_span), as training cuts utterances
-    # (augment.trim_prob); the endpointer's silence around the speech skews per-utterance
-    # normalization (docs/RESULTS.md, the live check). 0 keeps the whole segment
+    # a finished segment is cut to its sound: the frames from the first to the last within trim_db
+    # dB of its loudest (asr.features.sound_span), as training cuts utterances (augment.trim_prob);
+    # the full final pass, the speaker's statistics and the adaptation take that. The endpointer's
+    # silence around the speech skews per-utterance normalization (docs/RESULTS.md, the live
+    # check). 0 keeps the whole segment
     trim_db: float = 35.0
     # one speaker throughout: each segment is normalized with the statistics of all the speech
     # so far, not its own alone (models with per-utterance normalization)
@@ -55,8 +57,8 @@ class StreamOptions:
         for name in ("chunk_ms", "endpoint_silence_ms", "max_segment_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be positive")
-        if self.trim_db < 0:
-            raise ConfigError(f"trim_db={self.trim_db}: must be zero (no trimming) or positive")
+        if not (math.isfinite(self.trim_db) and self.trim_db >= 0):
+            raise ConfigError(f"trim_db={self.trim_db}: must be zero (no trimming) or a positive number of dB")
         if self.right_context_ms < 0:
             raise ConfigError(f"right_context_ms={self.right_context_ms}: must be zero or positive")
         if self.final_pass not in ("full", "chunked"):
@@ -238,8 +240,7 @@ class StreamingRecognizer:
             if text or self.last_text:
                 events.append(StreamEvent("final", text, self.segment_start / self.rate, self.samples_seen / self.rate))
             raw = torch.cat(self.features.raw)
-            if self.options.trim_db:  # the segment cut to its sound, as the full final pass hears it
-                raw = raw[sound_span(raw, self.options.trim_db)]
+            raw = raw[sound_span(raw, self.options.trim_db)]  # the segment cut to its sound
             if self.speaker is not None:  # a segment with speech: the speaker's statistics grow by it
                 self.speaker.add(raw)
             if self.adaptation is not None and text:
@@ -254,7 +255,7 @@ class StreamingRecognizer:
         # the segment's features as the offline front end computes them (with "utterance"
         # normalization the chunks had running statistics; the whole segment's are known now)
         with torch.inference_mode():  # one chunk covering the segment: the offline forward pass
-            features = self._adapted(self.features.utterance(self.options.trim_db or None))
+            features = self._adapted(self.features.utterance(self.options.trim_db))
             inputs = self.recognizer.model.subsample(features.unsqueeze(0).to(self._device))
             log_probs, _ = forward_chunk(self.recognizer.model, inputs, inputs.shape[1])
         return log_probs[0].cpu()

@@ -317,7 +317,7 @@ def test_a_stream_fits_each_segment_normalized_as_its_final_pass_was(learned, sp
     final_log_probs, add = streamer._final_log_probs, streamer.adaptation.add
 
     def final_pass():
-        final_passes.append(streamer.features.utterance())
+        final_passes.append(streamer.features.utterance(streamer.options.trim_db))
         return final_log_probs()
 
     def adding(segments, normalize):

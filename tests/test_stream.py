@@ -187,7 +187,9 @@ def test_sound_span_is_the_stretch_within_the_floor_of_the_loudest():
     wide, narrow = sound_span(log_mel, 35), sound_span(log_mel, 20)
     assert abs(wide.start - start) <= 2 and abs(wide.stop - quiet_end) <= 2  # the tone 30 dB down is kept
     assert abs(narrow.start - start) <= 2 and abs(narrow.stop - loud_end) <= 2  # and cut at a 20 dB floor
-    assert sound_span(torch.full((7, 40), -3.0), 35) == slice(0, 7)
+    assert sound_span(torch.full((7, 40), -3.0), 35) == slice(0, 7)  # all equally loud: all kept
+    assert sound_span(log_mel, 0) == slice(0, log_mel.shape[0])  # 0: no trimming
+    assert sound_span(torch.zeros(0, 40), 35) == slice(0, 0)
 
 
 def test_silence_around_a_segment_leaves_its_final_result_as_it_was(tiny_recognizer, tmp_path):
@@ -223,7 +225,8 @@ def test_silence_around_a_segment_leaves_its_final_result_as_it_was(tiny_recogni
 def test_bad_stream_options_name_the_field(tiny_recognizer):
     recognizer = tiny_recognizer[0]
     for options, field in [(StreamOptions(chunk_ms=0), "chunk_ms"), (StreamOptions(right_context_ms=-1), "right_context_ms"),
-                           (StreamOptions(final_pass="later"), "final_pass"), (StreamOptions(trim_db=-1), "trim_db")]:
+                           (StreamOptions(final_pass="later"), "final_pass"), (StreamOptions(trim_db=-1), "trim_db"),
+                           (StreamOptions(trim_db=float("nan")), "trim_db")]:
         with pytest.raises(ConfigError, match=field):
             StreamingRecognizer(recognizer, options)
 
