@@ -143,6 +143,16 @@ def block_energy_db(waveform: torch.Tensor, block: int) -> torch.Tensor:
     return 10 * torch.log10(power + 1e-10)
 
 
+def loud_span(energy_db: torch.Tensor, floor_db: float) -> slice:
+    """(N,) block or frame energies in dB -> the blocks from the first to the last within
+    ``floor_db`` of the loudest, as an energy-threshold segmenter cuts (all of them when none
+    compares, as with NaN)."""
+    import torch
+
+    loud = torch.nonzero(energy_db >= energy_db.max() - floor_db).flatten()
+    return slice(int(loud[0]), int(loud[-1]) + 1) if loud.numel() else slice(0, energy_db.numel())
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]

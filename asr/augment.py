@@ -20,7 +20,7 @@ import torch
 import torchaudio.functional as AF
 
 from asr import fft
-from asr.audio import AUDIO_SUFFIXES, audio_files, audio_info, block_energy_db, load_audio, resample
+from asr.audio import AUDIO_SUFFIXES, audio_files, audio_info, block_energy_db, load_audio, loud_span, resample
 from asr.errors import AudioError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -288,9 +288,8 @@ def trim_to_loudness(waveform: torch.Tensor, sample_rate: int, floor_db: float) 
     hop = sample_rate // 100
     if waveform.numel() < 2 * hop:
         return waveform
-    energy = block_energy_db(waveform, hop)
-    loud = torch.nonzero(energy >= energy.max() - floor_db).flatten()
-    return waveform[int(loud[0]) * hop: (int(loud[-1]) + 1) * hop]
+    span = loud_span(block_energy_db(waveform, hop), floor_db)
+    return waveform[span.start * hop: span.stop * hop]
 
 
 def join_with_pause(first: torch.Tensor, second: torch.Tensor, sample_rate: int, pause_seconds: float,

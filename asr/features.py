@@ -15,6 +15,7 @@ from typing import Iterable
 import torch
 import torchaudio
 
+from asr.audio import loud_span
 from asr.augment import warp_filters
 from asr.errors import ConfigError
 
@@ -129,9 +130,7 @@ def sound_span(log_mel: torch.Tensor, floor_db: float) -> slice:
     ``floor_db`` of 0 (no trimming) or no frames."""
     if floor_db <= 0 or log_mel.shape[0] == 0:
         return slice(0, log_mel.shape[0])
-    power_db = torch.logsumexp(log_mel.double(), dim=1) * (10 / math.log(10))
-    loud = torch.nonzero(power_db >= power_db.max() - floor_db).flatten()
-    return slice(int(loud[0]), int(loud[-1]) + 1) if loud.numel() else slice(0, log_mel.shape[0])
+    return loud_span(torch.logsumexp(log_mel.double(), dim=1) * (10 / math.log(10)), floor_db)
 
 
 def feature_stats(features: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -252,15 +251,19 @@ class StreamingFeatures:
         self.frames_out += count
         return self._normalize(feats)
 
+    def segment(self, trim_db: float = 0.0) -> torch.Tensor:
+        """(frames, n_mels) un-normalized: every frame so far, with ``trim_db`` (dB, 0 for none)
+        only those of :func:`sound_span`."""
+        raw = torch.cat(self.raw) if self.raw else self._empty()
+        return raw[sound_span(raw, trim_db)]
+
     def utterance(self, trim_db: float = 0.0) -> torch.Tensor:
-        """(frames, n_mels): every frame so far, normalized as the offline front end normalizes
-        the same samples (for "utterance" normalization, with the statistics of all of them, or
-        of all of them and the speaker's); with ``trim_db`` (dB, 0 for none), only those of
-        :func:`sound_span`."""
+        """(frames, n_mels): :meth:`segment` normalized as the offline front end normalizes the
+        same samples (for "utterance" normalization, with the statistics of all of them, or of all
+        of them and the speaker's)."""
         if not self.raw:
             return self._empty()
-        raw = torch.cat(self.raw)
-        raw = raw[sound_span(raw, trim_db)]
+        raw = self.segment(trim_db)
         return self.extractor.normalize(raw, None if self.speaker is None else self.speaker.pooled(raw))
 
     def _normalize(self, feats: torch.Tensor) -> torch.Tensor:

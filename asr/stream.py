@@ -21,7 +21,7 @@ import torch
 from asr.adaptation import OnlineAdaptation, Transcribed, confidence
 from asr.decoding import greedy_decode
 from asr.errors import ConfigError
-from asr.features import RunningStats, StreamingFeatures, sound_span
+from asr.features import RunningStats, StreamingFeatures
 from asr.chunked import forward_chunk
 from asr.model import Subsampling
 from asr.transcribe import Recognizer
@@ -239,8 +239,7 @@ class StreamingRecognizer:
             text = self.recognizer.tokenizer.decode(nbest[0].tokens).strip() if nbest else ""
             if text or self.last_text:
                 events.append(StreamEvent("final", text, self.segment_start / self.rate, self.samples_seen / self.rate))
-            raw = torch.cat(self.features.raw)
-            raw = raw[sound_span(raw, self.options.trim_db)]  # the segment cut to its sound
+            raw = self.features.segment(self.options.trim_db)  # the segment cut to its sound
             if self.speaker is not None:  # a segment with speech: the speaker's statistics grow by it
                 self.speaker.add(raw)
             if self.adaptation is not None and text:
